@@ -1,0 +1,106 @@
+/* bnorm: batch-normalization kernels for CPUs. The stable C ABI.
+ * Every entry point validates all arguments before touching memory; on failure it
+ * returns a status, leaves every output unchanged and records a one-line message
+ * (bnorm_last_error). Nothing aborts and nothing throws across this interface. */
+#ifndef BNORM_BNORM_H_
+#define BNORM_BNORM_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define BNORM_API
+#else
+#define BNORM_API __attribute__((visibility("default")))
+#endif
+
+#define BNORM_VERSION_MAJOR 0
+#define BNORM_VERSION_MINOR 1
+#define BNORM_VERSION_PATCH 0
+
+typedef enum bnorm_status {
+  bnorm_success = 0,
+  bnorm_invalid_argument = 1,
+  bnorm_unsupported = 2,
+  bnorm_out_of_memory = 3,
+  bnorm_internal_error = 4
+} bnorm_status;
+
+typedef enum bnorm_layout { bnorm_nchw = 0, bnorm_nhwc = 1 } bnorm_layout;
+
+/* n images of c channels of `spatial` elements (the product of the spatial
+ * dimensions; 1 for fully connected). NCHW: element (i, ch, s) lives at
+ * (i*c + ch)*spatial + s; NHWC: at (i*spatial + s)*c + ch. */
+typedef struct bnorm_shape {
+  int64_t n, c, spatial;
+  bnorm_layout layout;
+} bnorm_shape;
+
+#define BNORM_FUSE_RELU 1u          /* y = max(y, 0); backward masks dy where y <= 0 */
+#define BNORM_RUNNING_VAR_BIASED 2u /* running_var tracks M2/count, not M2/(count-1) */
+#define BNORM_SERIAL 4u             /* run on the calling thread only */
+
+/* Returns a static, human-readable name of `s` ("invalid argument", ...). */
+BNORM_API const char* bnorm_status_string(bnorm_status s);
+/* Returns this thread's last failure message ("" if none). Not cleared by success. */
+BNORM_API const char* bnorm_last_error(void);
+
+/* Targets use Highway's names: "AVX3", "AVX2", "SSE4", "SSSE3", "SCALAR", "NEON",
+ * "SVE", "SVE2", "SVE_256", "SVE2_128". Lists are space-separated, best first. */
+BNORM_API const char* bnorm_active_target(void);     /* the code dispatch runs now */
+BNORM_API const char* bnorm_compiled_targets(void);  /* built into this library */
+BNORM_API const char* bnorm_supported_targets(void); /* compiled and runnable here */
+/* Selects the target for every later call in the process (a global setting).
+ * NULL or "" selects the best supported one. Case-insensitive. An unknown name
+ * is bnorm_invalid_argument; a known one this build or CPU lacks is
+ * bnorm_unsupported. The environment variable BNORM_TARGET is read once, at the
+ * first call into bnorm, with the same meaning. */
+BNORM_API bnorm_status bnorm_set_target(const char* name);
+
+/* Per-channel batch mean and biased variance (M2/count) of x. */
+BNORM_API bnorm_status bnorm_moments_f32(const bnorm_shape* s, const float* x, float* mean,
+                                         float* var);
+
+/* Training forward: batch statistics, y = (x - mean) * invstd * gamma + beta
+ * (+ ReLU), running statistics updated when given (both or neither), saved mean
+ * and invstd written when given. y may equal x. count = n*spatial must be >= 2. */
+BNORM_API bnorm_status bnorm_forward_training_f32(const bnorm_shape* s, const float* x, float* y,
+                                                  const float* gamma, const float* beta,
+                                                  float eps, float momentum, float* running_mean,
+                                                  float* running_var, float* saved_mean,
+                                                  float* saved_invstd, unsigned flags);
+
+/* Inference forward with given statistics: y = (x - mean) / sqrt(var + eps) * gamma + beta. */
+BNORM_API bnorm_status bnorm_forward_inference_f32(const bnorm_shape* s, const float* x, float* y,
+                                                   const float* gamma, const float* beta,
+                                                   const float* mean, const float* var, float eps,
+                                                   unsigned flags);
+
+/* Folds BN parameters into scale = gamma / sqrt(var + eps), shift = beta - mean * scale.
+ * scale and shift may alias the inputs exactly (in place). */
+BNORM_API bnorm_status bnorm_fold_f32(int64_t c, const float* gamma, const float* beta,
+                                      const float* mean, const float* var, float eps,
+                                      float* scale, float* shift);
+
+/* y = x * scale[ch] + shift[ch] (+ ReLU). y may equal x. */
+BNORM_API bnorm_status bnorm_affine_f32(const bnorm_shape* s, const float* x, float* y,
+                                        const float* scale, const float* shift, unsigned flags);
+
+/* Backward of training forward: dbeta = sum(dy), dgamma = sum(dy * xhat),
+ * dx = gamma * invstd * (dy - dbeta/count - xhat * dgamma/count), with
+ * xhat = (x - saved_mean) * saved_invstd. dx, dgamma, dbeta may each be NULL (skipped).
+ * With BNORM_FUSE_RELU, dy is masked where y <= 0 (y is then required).
+ * dx may equal dy (or x). */
+BNORM_API bnorm_status bnorm_backward_f32(const bnorm_shape* s, const float* x, const float* dy,
+                                          const float* saved_mean, const float* saved_invstd,
+                                          const float* gamma, const float* y, float* dx,
+                                          float* dgamma, float* dbeta, unsigned flags);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BNORM_BNORM_H_ */

@@ -1,0 +1,171 @@
+// bnorm C++ API: a header-only layer over the C ABI in bnorm.h. Failures throw
+// bnorm::Error carrying the status and the message; buffer sizes are checked against
+// the shape before the C call.
+#ifndef BNORM_BNORM_HPP_
+#define BNORM_BNORM_HPP_
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bnorm/bnorm.h"
+
+namespace bnorm {
+
+enum class Layout { kNCHW = bnorm_nchw, kNHWC = bnorm_nhwc };
+
+enum Flags : unsigned {
+  kNone = 0,
+  kFuseRelu = BNORM_FUSE_RELU,
+  kRunningVarBiased = BNORM_RUNNING_VAR_BIASED,
+  kSerial = BNORM_SERIAL,
+};
+
+// A failed call: the C status and the message naming the argument and constraint.
+class Error : public std::runtime_error {
+ public:
+  Error(bnorm_status status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
+  bnorm_status status() const noexcept { return status_; }
+
+ private:
+  bnorm_status status_;
+};
+
+namespace detail {
+inline void Check(bnorm_status status) {
+  if (status != bnorm_success) throw Error(status, bnorm_last_error());
+}
+}  // namespace detail
+
+// A contiguous run of T, as pointer + size (std::vector and arrays convert to it).
+template <typename T>
+class Span {
+ public:
+  Span() = default;
+  Span(T* data, size_t size) : data_(data), size_(size) {}
+  template <typename U>
+  Span(std::vector<U>& v) : data_(v.data()), size_(v.size()) {}  // NOLINT
+  template <typename U>
+  Span(const std::vector<U>& v) : data_(v.data()), size_(v.size()) {}  // NOLINT
+  template <size_t kN>
+  Span(T (&a)[kN]) : data_(a), size_(kN) {}  // NOLINT
+  T* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  T* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// n images of c channels of `spatial` elements, in one of two layouts.
+struct Shape {
+  int64_t n = 0, c = 0, spatial = 1;
+  Layout layout = Layout::kNCHW;
+
+  int64_t count() const { return n * spatial; }        // values per channel
+  int64_t elements() const { return n * c * spatial; }  // values in the tensor
+  bnorm_shape c_shape() const {
+    return bnorm_shape{n, c, spatial, static_cast<bnorm_layout>(layout)};
+  }
+};
+
+namespace detail {
+// Throws unless `s` holds exactly `expected` elements (or is empty and `optional`).
+template <typename T>
+T* Sized(Span<T> s, int64_t expected, const char* what, bool optional = false) {
+  if (optional && s.data() == nullptr && s.size() == 0) return nullptr;
+  if (expected < 0 || s.size() != static_cast<size_t>(expected)) {
+    throw Error(bnorm_invalid_argument,
+                std::string(what) + ": holds " + std::to_string(s.size()) +
+                    " elements, the shape needs " + std::to_string(expected));
+  }
+  return s.data();
+}
+}  // namespace detail
+
+inline std::string ActiveTarget() { return bnorm_active_target(); }
+inline std::string CompiledTargets() { return bnorm_compiled_targets(); }
+inline std::string SupportedTargets() { return bnorm_supported_targets(); }
+// Selects the target by name for the whole process ("" = best).
+inline void SetTarget(const std::string& name) { detail::Check(bnorm_set_target(name.c_str())); }
+
+// Per-channel batch mean and biased variance.
+inline void Moments(const Shape& s, Span<const float> x, Span<float> mean, Span<float> var) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_moments_f32(&cs, detail::Sized(x, s.elements(), "x"),
+                                  detail::Sized(mean, s.c, "mean"),
+                                  detail::Sized(var, s.c, "var")));
+}
+
+// Training forward; empty spans stand for the optional (NULL) buffers.
+inline void ForwardTraining(const Shape& s, Span<const float> x, Span<float> y,
+                            Span<const float> gamma, Span<const float> beta, float eps,
+                            float momentum, Span<float> running_mean, Span<float> running_var,
+                            Span<float> saved_mean, Span<float> saved_invstd,
+                            unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_forward_training_f32(
+      &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(y, s.elements(), "y"),
+      detail::Sized(gamma, s.c, "gamma", true), detail::Sized(beta, s.c, "beta", true), eps,
+      momentum, detail::Sized(running_mean, s.c, "running_mean", true),
+      detail::Sized(running_var, s.c, "running_var", true),
+      detail::Sized(saved_mean, s.c, "saved_mean", true),
+      detail::Sized(saved_invstd, s.c, "saved_invstd", true), flags));
+}
+
+// Inference forward with given statistics.
+inline void ForwardInference(const Shape& s, Span<const float> x, Span<float> y,
+                             Span<const float> gamma, Span<const float> beta,
+                             Span<const float> mean, Span<const float> var, float eps,
+                             unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_forward_inference_f32(
+      &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(y, s.elements(), "y"),
+      detail::Sized(gamma, s.c, "gamma", true), detail::Sized(beta, s.c, "beta", true),
+      detail::Sized(mean, s.c, "mean"), detail::Sized(var, s.c, "var"), eps, flags));
+}
+
+// Folds BN parameters into per-channel scale and shift.
+inline void Fold(Span<const float> gamma, Span<const float> beta, Span<const float> mean,
+                 Span<const float> var, float eps, Span<float> scale, Span<float> shift) {
+  const int64_t c = static_cast<int64_t>(mean.size());
+  detail::Check(bnorm_fold_f32(c, detail::Sized(gamma, c, "gamma", true),
+                               detail::Sized(beta, c, "beta", true), mean.data(),
+                               detail::Sized(var, c, "var"), eps,
+                               detail::Sized(scale, c, "scale"),
+                               detail::Sized(shift, c, "shift")));
+}
+
+// y = x * scale + shift (+ ReLU).
+inline void Affine(const Shape& s, Span<const float> x, Span<float> y, Span<const float> scale,
+                   Span<const float> shift, unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_affine_f32(&cs, detail::Sized(x, s.elements(), "x"),
+                                 detail::Sized(y, s.elements(), "y"),
+                                 detail::Sized(scale, s.c, "scale"),
+                                 detail::Sized(shift, s.c, "shift"), flags));
+}
+
+// Backward; empty spans for gamma (ones), y (needed only with kFuseRelu), and for the
+// gradients to skip.
+inline void Backward(const Shape& s, Span<const float> x, Span<const float> dy,
+                     Span<const float> saved_mean, Span<const float> saved_invstd,
+                     Span<const float> gamma, Span<const float> y, Span<float> dx,
+                     Span<float> dgamma, Span<float> dbeta, unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_backward_f32(
+      &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(dy, s.elements(), "dy"),
+      detail::Sized(saved_mean, s.c, "saved_mean"),
+      detail::Sized(saved_invstd, s.c, "saved_invstd"), detail::Sized(gamma, s.c, "gamma", true),
+      detail::Sized(y, s.elements(), "y", true), detail::Sized(dx, s.elements(), "dx", true),
+      detail::Sized(dgamma, s.c, "dgamma", true), detail::Sized(dbeta, s.c, "dbeta", true),
+      flags));
+}
+
+}  // namespace bnorm
+
+#endif  // BNORM_BNORM_HPP_

@@ -1,0 +1,349 @@
+// The C entry points: validate every argument before touching memory, then run the
+// operation. A failure returns a status, writes nothing and leaves a one-line message
+// naming the argument, the constraint and the value.
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdint>
+#include <new>
+
+#include "bnorm/bnorm.h"
+#include "lib/api/status.h"
+#include "lib/ops/ops.h"
+
+namespace bnorm {
+namespace detail {
+namespace {
+
+thread_local char g_last_error[512] = "";
+
+constexpr unsigned kKnownFlags = BNORM_FUSE_RELU | BNORM_RUNNING_VAR_BIASED | BNORM_SERIAL;
+
+// One buffer an operation reads or writes, for the overlap rules.
+struct Buffer {
+  const void* data;
+  int64_t bytes;
+  const char* name;
+  bool output;
+  bool tensor;  // a whole tensor (x, y, dy, dx) rather than per-channel values
+};
+
+// Validates the arguments of one call, stopping at the first failure.
+class Validator {
+ public:
+  explicit Validator(const char* function) : function_(function) {}
+
+  bool ok() const { return status_ == bnorm_success; }
+  bnorm_status status() const { return status_; }
+  int64_t elements() const { return elements_; }
+  int64_t count() const { return count_; }
+  int64_t c() const { return c_; }
+
+  // Checks the shape: present, non-negative, known layout, byte size within int64.
+  Validator& Shape(const bnorm_shape* s) {
+    if (!ok()) return *this;
+    if (s == nullptr) return Fail(bnorm_invalid_argument, "shape: must not be NULL");
+    if (s->n < 0) return Fail(bnorm_invalid_argument, "shape->n: must be >= 0 (got %lld)", L(s->n));
+    if (s->c < 0) return Fail(bnorm_invalid_argument, "shape->c: must be >= 0 (got %lld)", L(s->c));
+    if (s->spatial < 0) {
+      return Fail(bnorm_invalid_argument, "shape->spatial: must be >= 0 (got %lld)", L(s->spatial));
+    }
+    if (s->layout != bnorm_nchw && s->layout != bnorm_nhwc) {
+      return Fail(bnorm_invalid_argument,
+                  "shape->layout: must be bnorm_nchw (0) or bnorm_nhwc (1) (got %d)",
+                  static_cast<int>(s->layout));
+    }
+    int64_t count = 0, elements = 0, bytes = 0;
+    if (__builtin_mul_overflow(s->n, s->spatial, &count) ||
+        __builtin_mul_overflow(count, s->c, &elements) ||
+        __builtin_mul_overflow(elements, static_cast<int64_t>(sizeof(float)), &bytes)) {
+      return Fail(bnorm_invalid_argument,
+                  "shape: n*c*spatial*sizeof(float) overflows int64 (n=%lld, c=%lld, spatial=%lld)",
+                  L(s->n), L(s->c), L(s->spatial));
+    }
+    count_ = count;
+    elements_ = elements;
+    c_ = s->c;
+    return *this;
+  }
+
+  // Checks the channel count of fold.
+  Validator& Channels(int64_t c) {
+    if (!ok()) return *this;
+    if (c < 0) return Fail(bnorm_invalid_argument, "c: must be >= 0 (got %lld)", L(c));
+    if (c > INT64_MAX / static_cast<int64_t>(sizeof(float))) {
+      return Fail(bnorm_invalid_argument, "c: c*sizeof(float) overflows int64 (got %lld)", L(c));
+    }
+    c_ = c;
+    return *this;
+  }
+
+  // Registers a tensor buffer; `required` ones must not be NULL unless empty.
+  Validator& Tensor(const void* p, const char* name, bool output, bool required = true) {
+    return Add(p, elements_, name, output, true, required);
+  }
+  // Registers a per-channel buffer.
+  Validator& PerChannel(const void* p, const char* name, bool output, bool required = true) {
+    return Add(p, c_, name, output, false, required);
+  }
+
+  Validator& BothOrNeither(const void* a, const void* b, const char* a_name, const char* b_name) {
+    if (!ok() || (a == nullptr) == (b == nullptr)) return *this;
+    return Fail(bnorm_invalid_argument, "%s, %s: give both or neither (%s is NULL)", a_name,
+                b_name, a == nullptr ? a_name : b_name);
+  }
+
+  Validator& Eps(float eps) {
+    if (!ok() || (std::isfinite(eps) && eps > 0)) return *this;
+    return Fail(bnorm_invalid_argument, "eps: must be finite and > 0 (got %g)", eps);
+  }
+
+  Validator& Momentum(float momentum) {
+    if (!ok() || (std::isfinite(momentum) && momentum >= 0 && momentum <= 1)) return *this;
+    return Fail(bnorm_invalid_argument, "momentum: must be finite and in [0, 1] (got %g)",
+                momentum);
+  }
+
+  Validator& Flags(unsigned flags) {
+    if (!ok() || (flags & ~kKnownFlags) == 0) return *this;
+    return Fail(bnorm_invalid_argument,
+                "flags: unknown bits 0x%x (known: BNORM_FUSE_RELU | BNORM_RUNNING_VAR_BIASED | "
+                "BNORM_SERIAL)",
+                flags & ~kKnownFlags);
+  }
+
+  // Training needs two values per channel for the unbiased variance.
+  Validator& TrainingCount() {
+    if (!ok() || c_ == 0 || count_ >= 2) return *this;
+    return Fail(bnorm_invalid_argument,
+                "shape: training needs n*spatial >= 2 values per channel (got %lld)", L(count_));
+  }
+
+  // Checks that no output overlaps another buffer, except an output tensor that equals
+  // an input tensor exactly (in place), or, with `exact_per_channel`, a per-channel
+  // output that equals a per-channel input exactly.
+  Validator& NoOverlap(bool exact_per_channel = false) {
+    for (int i = 0; ok() && i < num_buffers_; ++i) {
+      const Buffer& out = buffers_[i];
+      if (!out.output) continue;
+      for (int j = 0; ok() && j < num_buffers_; ++j) {
+        const Buffer& other = buffers_[j];
+        if (i == j || (other.output && j < i) || !Overlaps(out, other)) continue;
+        const bool exact = out.data == other.data && out.bytes == other.bytes && !other.output &&
+                           out.tensor == other.tensor && (out.tensor || exact_per_channel);
+        if (exact) continue;
+        Fail(bnorm_invalid_argument, "%s: overlaps %s (%s)", out.name, other.name,
+             out.tensor && other.tensor && !other.output
+                 ? "an output tensor must equal an input tensor exactly or not overlap it"
+                 : "outputs must not overlap other buffers");
+      }
+    }
+    return *this;
+  }
+
+  // Records a failure with a message prefixed by the function name.
+  Validator& Fail(bnorm_status status, const char* format, ...)
+      __attribute__((format(printf, 3, 4))) {
+    char message[400];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof(message), format, args);
+    va_end(args);
+    status_ = SetError(status, "%s: %s", function_, message);
+    return *this;
+  }
+
+ private:
+  static long long L(int64_t v) { return static_cast<long long>(v); }
+
+  static bool Overlaps(const Buffer& a, const Buffer& b) {
+    if (a.data == nullptr || b.data == nullptr || a.bytes == 0 || b.bytes == 0) return false;
+    const uintptr_t a0 = reinterpret_cast<uintptr_t>(a.data), b0 = reinterpret_cast<uintptr_t>(b.data);
+    return a0 < b0 + static_cast<uintptr_t>(b.bytes) && b0 < a0 + static_cast<uintptr_t>(a.bytes);
+  }
+
+  Validator& Add(const void* p, int64_t values, const char* name, bool output, bool tensor,
+                 bool required) {
+    if (!ok()) return *this;
+    if (p == nullptr && required && values > 0) {
+      return Fail(bnorm_invalid_argument, "%s: must not be NULL (%lld values)", name, L(values));
+    }
+    buffers_[num_buffers_++] = Buffer{p, values * static_cast<int64_t>(sizeof(float)), name,
+                                      output, tensor};
+    return *this;
+  }
+
+  const char* function_;
+  bnorm_status status_ = bnorm_success;
+  int64_t count_ = 0, elements_ = 0, c_ = 0;
+  Buffer buffers_[12];
+  int num_buffers_ = 0;
+};
+
+// Runs an operation, turning an escaping exception into a status.
+template <class Op>
+bnorm_status Run(const char* function, Op op) {
+  try {
+    op();
+    return bnorm_success;
+  } catch (const std::bad_alloc&) {
+    return SetError(bnorm_out_of_memory, "%s: out of memory for scratch buffers", function);
+  } catch (...) {
+    return SetError(bnorm_internal_error, "%s: internal error", function);
+  }
+}
+
+}  // namespace
+
+bnorm_status SetError(bnorm_status status, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  vsnprintf(g_last_error, sizeof(g_last_error), format, args);
+  va_end(args);
+  return status;
+}
+
+}  // namespace detail
+}  // namespace bnorm
+
+using bnorm::detail::Run;
+using bnorm::detail::Validator;
+
+extern "C" {
+
+const char* bnorm_status_string(bnorm_status s) {
+  switch (s) {
+    case bnorm_success: return "success";
+    case bnorm_invalid_argument: return "invalid argument";
+    case bnorm_unsupported: return "unsupported";
+    case bnorm_out_of_memory: return "out of memory";
+    case bnorm_internal_error: return "internal error";
+  }
+  return "unknown status";
+}
+
+const char* bnorm_last_error(void) { return bnorm::detail::g_last_error; }
+
+bnorm_status bnorm_moments_f32(const bnorm_shape* s, const float* x, float* mean, float* var) {
+  const char* fn = "bnorm_moments_f32";
+  Validator v(fn);
+  v.Shape(s).Tensor(x, "x", false).PerChannel(mean, "mean", true).PerChannel(var, "var", true)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (v.elements() == 0) return bnorm_success;
+  return Run(fn, [&] { bnorm::detail::MomentsOp(*s, x, mean, var); });
+}
+
+bnorm_status bnorm_forward_training_f32(const bnorm_shape* s, const float* x, float* y,
+                                        const float* gamma, const float* beta, float eps,
+                                        float momentum, float* running_mean, float* running_var,
+                                        float* saved_mean, float* saved_invstd, unsigned flags) {
+  const char* fn = "bnorm_forward_training_f32";
+  Validator v(fn);
+  v.Shape(s)
+      .Tensor(x, "x", false)
+      .Tensor(y, "y", true)
+      .PerChannel(gamma, "gamma", false, false)
+      .PerChannel(beta, "beta", false, false)
+      .BothOrNeither(running_mean, running_var, "running_mean", "running_var")
+      .PerChannel(running_mean, "running_mean", true, false)
+      .PerChannel(running_var, "running_var", true, false)
+      .PerChannel(saved_mean, "saved_mean", true, false)
+      .PerChannel(saved_invstd, "saved_invstd", true, false)
+      .Eps(eps)
+      .Momentum(momentum)
+      .Flags(flags)
+      .TrainingCount()
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (v.elements() == 0) return bnorm_success;
+  return Run(fn, [&] {
+    bnorm::detail::ForwardTrainingOp(*s, x, y, gamma, beta, eps, momentum, running_mean,
+                                     running_var, saved_mean, saved_invstd, flags);
+  });
+}
+
+bnorm_status bnorm_forward_inference_f32(const bnorm_shape* s, const float* x, float* y,
+                                         const float* gamma, const float* beta,
+                                         const float* mean, const float* var, float eps,
+                                         unsigned flags) {
+  const char* fn = "bnorm_forward_inference_f32";
+  Validator v(fn);
+  v.Shape(s)
+      .Tensor(x, "x", false)
+      .Tensor(y, "y", true)
+      .PerChannel(gamma, "gamma", false, false)
+      .PerChannel(beta, "beta", false, false)
+      .PerChannel(mean, "mean", false)
+      .PerChannel(var, "var", false)
+      .Eps(eps)
+      .Flags(flags)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (v.elements() == 0) return bnorm_success;
+  return Run(fn, [&] {
+    bnorm::detail::ForwardInferenceOp(*s, x, y, gamma, beta, mean, var, eps, flags);
+  });
+}
+
+bnorm_status bnorm_fold_f32(int64_t c, const float* gamma, const float* beta, const float* mean,
+                            const float* var, float eps, float* scale, float* shift) {
+  const char* fn = "bnorm_fold_f32";
+  Validator v(fn);
+  v.Channels(c)
+      .PerChannel(gamma, "gamma", false, false)
+      .PerChannel(beta, "beta", false, false)
+      .PerChannel(mean, "mean", false)
+      .PerChannel(var, "var", false)
+      .PerChannel(scale, "scale", true)
+      .PerChannel(shift, "shift", true)
+      .Eps(eps)
+      .NoOverlap(/*exact_per_channel=*/true);
+  if (!v.ok()) return v.status();
+  if (c == 0) return bnorm_success;
+  return Run(fn, [&] { bnorm::detail::FoldOp(c, gamma, beta, mean, var, eps, scale, shift); });
+}
+
+bnorm_status bnorm_affine_f32(const bnorm_shape* s, const float* x, float* y, const float* scale,
+                              const float* shift, unsigned flags) {
+  const char* fn = "bnorm_affine_f32";
+  Validator v(fn);
+  v.Shape(s)
+      .Tensor(x, "x", false)
+      .Tensor(y, "y", true)
+      .PerChannel(scale, "scale", false)
+      .PerChannel(shift, "shift", false)
+      .Flags(flags)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (v.elements() == 0) return bnorm_success;
+  return Run(fn, [&] { bnorm::detail::AffineOp(*s, x, y, scale, shift, flags); });
+}
+
+bnorm_status bnorm_backward_f32(const bnorm_shape* s, const float* x, const float* dy,
+                                const float* saved_mean, const float* saved_invstd,
+                                const float* gamma, const float* y, float* dx, float* dgamma,
+                                float* dbeta, unsigned flags) {
+  const char* fn = "bnorm_backward_f32";
+  Validator v(fn);
+  v.Flags(flags)
+      .Shape(s)
+      .Tensor(x, "x", false)
+      .Tensor(dy, "dy", false)
+      .PerChannel(saved_mean, "saved_mean", false)
+      .PerChannel(saved_invstd, "saved_invstd", false)
+      .PerChannel(gamma, "gamma", false, false)
+      .Tensor(y, "y", false, (flags & BNORM_FUSE_RELU) != 0)
+      .Tensor(dx, "dx", true, false)
+      .PerChannel(dgamma, "dgamma", true, false)
+      .PerChannel(dbeta, "dbeta", true, false)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (v.elements() == 0) return bnorm_success;
+  return Run(fn, [&] {
+    bnorm::detail::BackwardOp(*s, x, dy, saved_mean, saved_invstd, gamma, y, dx, dgamma, dbeta,
+                              flags);
+  });
+}
+
+}  // extern "C"

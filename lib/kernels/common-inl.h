@@ -1,0 +1,127 @@
+// Per-target building blocks shared by the kernels: loads and stores of partial
+// vectors that never touch memory past the end, a vector walk over an output run with
+// optional non-temporal stores, and the walk over one NCHW channel's segments.
+
+// Per-target include guard (see hwy/examples/skeleton-inl.h).
+#if defined(BNORM_LIB_KERNELS_COMMON_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BNORM_LIB_KERNELS_COMMON_INL_H_
+#undef BNORM_LIB_KERNELS_COMMON_INL_H_
+#else
+#define BNORM_LIB_KERNELS_COMMON_INL_H_
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+#include "lib/kernels/kernels.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace bnorm {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Most lanes of any vector of this target (bound for stack buffers).
+constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+
+// Float32 sums are kept short for accuracy: at most kTermsPerLane terms per lane
+// before a block is folded into float64 (error ~ sqrt(128) ulps, not sqrt(count)).
+constexpr int64_t kTermsPerLane = 128;
+
+// Returns the values per NCHW block: kBlock, or fewer on narrow vectors. A multiple
+// of every smaller block, so chunks (multiples of kBlock) hold whole blocks.
+template <class D>
+HWY_INLINE int64_t PlaneBlock(D d) {
+  return HWY_MIN(detail::kBlock, kTermsPerLane * static_cast<int64_t>(hn::Lanes(d)));
+}
+
+// Returns the rows per NHWC block for a tile of `width` channels: about 8K values so
+// the second pass reads L1/L2, 8 to kTermsPerLane rows.
+HWY_INLINE int64_t RowsPerBlock(int64_t width) {
+  return HWY_MIN(kTermsPerLane, HWY_MAX(int64_t{8}, 8192 / HWY_MAX(width, int64_t{1})));
+}
+
+// Returns lanes [0, count) from p and `pad` in the others; reads only p[0, count).
+// Precondition: count <= Lanes(d).
+template <class D>
+HWY_INLINE hn::Vec<D> LoadPart(D d, const float* HWY_RESTRICT p, size_t count, float pad) {
+  const size_t N = hn::Lanes(d);
+  if (count == N) return hn::LoadU(d, p);
+#if HWY_MEM_OPS_MIGHT_FAULT
+  // Masked loads may fault here: go through a buffer, one lane at a time.
+  HWY_ALIGN float buf[kMaxLanes];
+  for (size_t i = 0; i < N; ++i) buf[i] = i < count ? p[i] : pad;
+  return hn::Load(d, buf);
+#else
+  const auto mask = hn::FirstN(d, count);
+  return hn::IfThenElse(mask, hn::MaskedLoad(mask, d, p), hn::Set(d, pad));
+#endif
+}
+
+// Stores lanes [0, count) of v to p; writes only p[0, count). count <= Lanes(d).
+template <class D>
+HWY_INLINE void StorePart(D d, hn::Vec<D> v, float* HWY_RESTRICT p, size_t count) {
+  if (count == hn::Lanes(d)) return hn::StoreU(v, d, p);
+#if HWY_MEM_OPS_MIGHT_FAULT
+  HWY_ALIGN float buf[kMaxLanes];
+  hn::Store(v, d, buf);
+  for (size_t i = 0; i < count; ++i) p[i] = buf[i];
+#else
+  hn::BlendedStore(v, hn::FirstN(d, count), d, p);
+#endif
+}
+
+// Returns the sum of v's lanes (fixed order for a given target).
+template <class D>
+HWY_INLINE float SumLanes(D d, hn::Vec<D> v) {
+  return hn::GetLane(hn::SumOfLanes(d, v));
+}
+
+// ReLU that keeps NaN (x86 max would turn NaN into 0).
+template <class D>
+HWY_INLINE hn::Vec<D> Relu(D d, hn::Vec<D> v) {
+  return hn::IfThenZeroElse(hn::Lt(v, hn::Zero(d)), v);
+}
+
+// Computes out[0, len) one vector at a time: fn(i, valid) returns the vector for
+// out[i, i + valid) (valid < Lanes only at the ends). With `stream`, whole vectors go
+// out with non-temporal stores after a head that aligns `out`; results are the same
+// either way because each element is computed on its own.
+template <class D, class Fn>
+HWY_INLINE void WriteRun(D d, float* HWY_RESTRICT out, size_t len, bool stream, Fn fn) {
+  const size_t N = hn::Lanes(d);
+  size_t i = 0;
+  if (stream && N > 1) {
+    const size_t bytes = N * sizeof(float);
+    const size_t misaligned = reinterpret_cast<uintptr_t>(out) % bytes;
+    if (misaligned % sizeof(float) == 0) {  // floats are aligned; be safe anyway
+      const size_t head = misaligned == 0 ? 0 : HWY_MIN(len, (bytes - misaligned) / sizeof(float));
+      if (head != 0) StorePart(d, fn(size_t{0}, head), out, head);
+      for (i = head; i + N <= len; i += N) hn::Stream(fn(i, N), d, out + i);
+    }
+  }
+  for (; i + N <= len; i += N) hn::StoreU(fn(i, N), d, out + i);
+  if (i < len) StorePart(d, fn(i, len - i), out + i, len - i);
+}
+
+// Calls fn(offset_in_plane, k_begin, length) for each contiguous segment of values
+// [k0, k1) of an NCHW channel plane (one segment per image touched).
+template <typename T, class Fn>
+HWY_INLINE void ForEachSegment(const detail::Plane<T>& plane, int64_t k0, int64_t k1, Fn fn) {
+  int64_t image = k0 / plane.spatial, s = k0 % plane.spatial;
+  for (int64_t k = k0; k < k1; ++image, s = 0) {
+    const int64_t len = HWY_MIN(plane.spatial - s, k1 - k);
+    fn(image * plane.stride + s, k, static_cast<size_t>(len));
+    k += len;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace bnorm
+HWY_AFTER_NAMESPACE();
+
+#endif  // per-target include guard

@@ -1,0 +1,118 @@
+// Forward drivers: training (statistics, then normalization; one read of DRAM when a
+// channel fits one work item), inference, fold and affine.
+#include <cmath>
+
+#include "lib/ops/ops.h"
+#include "lib/parallel/parallel.h"
+
+namespace bnorm {
+namespace detail {
+
+void ApplyAffine(const Plan& p, const float* x, float* y, const float* sub, const float* mul,
+                 const float* add, bool relu) {
+  const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
+  if (!p.nhwc) {
+    parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
+      const int64_t ch = p.Channel(item);
+      AffinePlane(p.PlaneOf(x, ch), p.PlaneOf(y, ch), p.K0(item), p.K1(item), sub ? sub[ch] : 0.0f,
+                  mul[ch], add[ch], relu, stream);
+    });
+    return;
+  }
+  parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
+    AffineRows(x, y, p.c, p.R0(item), p.R1(item), p.C0(item), p.C1(item), sub, mul, add, relu,
+               stream);
+  });
+}
+
+namespace {
+
+// Turns one channel's batch moments into the normalization y = (x - sub) * mul + add,
+// and writes its saved and running statistics.
+struct TrainingFinish {
+  const float *gamma, *beta;
+  double eps, momentum, unbias;
+  float *running_mean, *running_var, *saved_mean, *saved_invstd;
+
+  void operator()(int64_t ch, const Moments& m, float* sub, float* mul, float* add) const {
+    const double invstd = 1.0 / std::sqrt(m.var + eps);
+    *sub = static_cast<float>(m.mean);
+    *mul = static_cast<float>((gamma ? gamma[ch] : 1.0) * invstd);
+    *add = beta ? beta[ch] : 0.0f;
+    if (saved_mean) saved_mean[ch] = static_cast<float>(m.mean);
+    if (saved_invstd) saved_invstd[ch] = static_cast<float>(invstd);
+    if (running_mean) {
+      running_mean[ch] =
+          static_cast<float>((1 - momentum) * running_mean[ch] + momentum * m.mean);
+      running_var[ch] =
+          static_cast<float>((1 - momentum) * running_var[ch] + momentum * m.var * unbias);
+    }
+  }
+};
+
+}  // namespace
+
+void ForwardTrainingOp(const bnorm_shape& s, const float* x, float* y, const float* gamma,
+                       const float* beta, float eps, float momentum, float* running_mean,
+                       float* running_var, float* saved_mean, float* saved_invstd,
+                       unsigned flags) {
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0);
+  const bool relu = (flags & BNORM_FUSE_RELU) != 0;
+  const double count = static_cast<double>(p.count);
+  const TrainingFinish finish{gamma, beta, eps, momentum,
+                              (flags & BNORM_RUNNING_VAR_BIASED) ? 1.0 : count / (count - 1),
+                              running_mean, running_var, saved_mean, saved_invstd};
+  if (!p.nhwc && p.chunks == 1) {
+    // A channel fits one item: normalize it right after its statistics, while it is
+    // still in cache.
+    const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
+    parallel::For(p.c, p.grain, p.serial, [&](int64_t ch) {
+      float sub, mul, add;
+      finish(ch, StatsPlane(p.PlaneOf(x, ch), 0, p.count), &sub, &mul, &add);
+      AffinePlane(p.PlaneOf(x, ch), p.PlaneOf(y, ch), 0, p.count, sub, mul, add, relu, stream);
+    });
+    return;
+  }
+  Moments* moments = Scratch<Moments, 1>(static_cast<size_t>(p.c));
+  ChannelMoments(p, x, moments);
+  float* sub = Scratch<float, 2>(static_cast<size_t>(3 * p.c));
+  float* mul = sub + p.c;
+  float* add = mul + p.c;
+  for (int64_t ch = 0; ch < p.c; ++ch) finish(ch, moments[ch], sub + ch, mul + ch, add + ch);
+  ApplyAffine(p, x, y, sub, mul, add, relu);
+}
+
+void ForwardInferenceOp(const bnorm_shape& s, const float* x, float* y, const float* gamma,
+                        const float* beta, const float* mean, const float* var, float eps,
+                        unsigned flags) {
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0);
+  float* mul = Scratch<float, 2>(static_cast<size_t>(2 * p.c));
+  float* add = mul + p.c;
+  for (int64_t ch = 0; ch < p.c; ++ch) {
+    const double invstd = 1.0 / std::sqrt(static_cast<double>(var[ch]) + eps);
+    mul[ch] = static_cast<float>((gamma ? gamma[ch] : 1.0) * invstd);
+    add[ch] = beta ? beta[ch] : 0.0f;
+  }
+  ApplyAffine(p, x, y, mean, mul, add, (flags & BNORM_FUSE_RELU) != 0);
+}
+
+void FoldOp(int64_t c, const float* gamma, const float* beta, const float* mean,
+            const float* var, float eps, float* scale, float* shift) {
+  for (int64_t ch = 0; ch < c; ++ch) {
+    // Read everything first: scale and shift may alias the inputs.
+    const double g = gamma ? gamma[ch] : 1.0, b = beta ? beta[ch] : 0.0;
+    const double m = mean[ch], v = var[ch];
+    const double k = g / std::sqrt(v + eps);
+    scale[ch] = static_cast<float>(k);
+    shift[ch] = static_cast<float>(b - m * k);
+  }
+}
+
+void AffineOp(const bnorm_shape& s, const float* x, float* y, const float* scale,
+              const float* shift, unsigned flags) {
+  ApplyAffine(MakePlan(s, (flags & BNORM_SERIAL) != 0), x, y, nullptr, scale, shift,
+              (flags & BNORM_FUSE_RELU) != 0);
+}
+
+}  // namespace detail
+}  // namespace bnorm

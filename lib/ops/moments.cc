@@ -1,0 +1,51 @@
+// Batch statistics driver: per-item partial moments, merged per channel in item order.
+#include "lib/ops/ops.h"
+#include "lib/parallel/parallel.h"
+
+namespace bnorm {
+namespace detail {
+
+void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
+  if (!p.nhwc) {
+    if (p.chunks == 1) {  // one item per channel: no partials to merge
+      parallel::For(p.c, p.grain, p.serial, [&](int64_t ch) {
+        moments[ch] = StatsPlane(p.PlaneOf(x, ch), 0, p.count);
+      });
+      return;
+    }
+    Moments* partial = Scratch<Moments, 0>(static_cast<size_t>(p.items()));
+    parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
+      partial[item] = StatsPlane(p.PlaneOf(x, p.Channel(item)), p.K0(item), p.K1(item));
+    });
+    for (int64_t ch = 0; ch < p.c; ++ch) {
+      Moments m;
+      for (int64_t k = 0; k < p.chunks; ++k) Merge(m, partial[ch * p.chunks + k]);
+      moments[ch] = m;
+    }
+    return;
+  }
+  // NHWC: partial[chunk * c + ch], merged over chunks in order.
+  Moments* partial = Scratch<Moments, 0>(static_cast<size_t>(p.chunks * p.c));
+  parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
+    StatsRows(x, p.c, p.R0(item), p.R1(item), p.C0(item), p.C1(item),
+              partial + p.Chunk(item) * p.c + p.C0(item));
+  });
+  for (int64_t ch = 0; ch < p.c; ++ch) {
+    Moments m;
+    for (int64_t k = 0; k < p.chunks; ++k) Merge(m, partial[k * p.c + ch]);
+    moments[ch] = m;
+  }
+}
+
+void MomentsOp(const bnorm_shape& s, const float* x, float* mean, float* var) {
+  const Plan p = MakePlan(s, false);
+  Moments* moments = Scratch<Moments, 1>(static_cast<size_t>(p.c));
+  ChannelMoments(p, x, moments);
+  for (int64_t ch = 0; ch < p.c; ++ch) {
+    mean[ch] = static_cast<float>(moments[ch].mean);
+    var[ch] = static_cast<float>(moments[ch].var);
+  }
+}
+
+}  // namespace detail
+}  // namespace bnorm

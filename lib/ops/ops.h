@@ -1,0 +1,45 @@
+// Operation drivers: they cut a validated tensor into work items (plan.h), run the
+// kernels over them with bnorm::parallel, and merge partial results in a fixed order.
+// Arguments were validated by lib/api; nothing here fails.
+#ifndef BNORM_LIB_OPS_OPS_H_
+#define BNORM_LIB_OPS_OPS_H_
+
+#include <cstdint>
+
+#include "bnorm/bnorm.h"
+#include "lib/kernels/kernels.h"
+#include "lib/ops/plan.h"
+
+namespace bnorm {
+namespace detail {
+
+// Writes the float64 moments of every channel of x to moments[0, c).
+void ChannelMoments(const Plan& plan, const float* x, Moments* moments);
+
+// Writes y = (x - sub[ch]) * mul[ch] + add[ch] (+ ReLU); sub may be null (0).
+void ApplyAffine(const Plan& plan, const float* x, float* y, const float* sub, const float* mul,
+                 const float* add, bool relu);
+
+void MomentsOp(const bnorm_shape& s, const float* x, float* mean, float* var);
+void ForwardTrainingOp(const bnorm_shape& s, const float* x, float* y, const float* gamma,
+                       const float* beta, float eps, float momentum, float* running_mean,
+                       float* running_var, float* saved_mean, float* saved_invstd,
+                       unsigned flags);
+void ForwardInferenceOp(const bnorm_shape& s, const float* x, float* y, const float* gamma,
+                        const float* beta, const float* mean, const float* var, float eps,
+                        unsigned flags);
+void FoldOp(int64_t c, const float* gamma, const float* beta, const float* mean,
+            const float* var, float eps, float* scale, float* shift);
+void AffineOp(const bnorm_shape& s, const float* x, float* y, const float* scale,
+              const float* shift, unsigned flags);
+void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const float* saved_mean,
+                const float* saved_invstd, const float* gamma, const float* y, float* dx,
+                float* dgamma, float* dbeta, unsigned flags);
+
+// Returns whether outputs of `bytes` should bypass the cache (non-temporal stores).
+inline bool StreamOutput(int64_t bytes) { return bytes >= (int64_t{64} << 20); }
+
+}  // namespace detail
+}  // namespace bnorm
+
+#endif  // BNORM_LIB_OPS_OPS_H_
