@@ -1,6 +1,7 @@
 // Target selection: which Highway target the kernels dispatch to, by name, from
 // bnorm_set_target or the BNORM_TARGET environment variable.
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <strings.h>
@@ -63,6 +64,8 @@ int64_t InitialTarget() {
   int64_t target = Best(RunnableTargets());
   const char* env = std::getenv("BNORM_TARGET");
   if (env != nullptr && Resolve(env, &target) != bnorm_success) {
+    std::fprintf(stderr, "bnorm: BNORM_TARGET ignored, using %s: %s\n",
+                 hwy::TargetName(Best(RunnableTargets())), bnorm_last_error());
     target = Best(RunnableTargets());
   }
   return target;
