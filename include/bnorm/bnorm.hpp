@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -69,7 +70,13 @@ struct Shape {
   int64_t count() const { return n * spatial; }        // values per channel
   int64_t elements() const { return n * c * spatial; }  // values in the tensor
   bnorm_shape c_shape() const {
-    return bnorm_shape{n, c, spatial, static_cast<bnorm_layout>(layout)};
+    bnorm_shape s{n, c, spatial, bnorm_nchw};
+    // Copy the value as an int: an out-of-range layout reaches the C API (which rejects
+    // it) without an out-of-range enum conversion.
+    const int value = static_cast<int>(layout);
+    static_assert(sizeof(value) == sizeof(s.layout), "bnorm_layout is int-sized");
+    std::memcpy(&s.layout, &value, sizeof(value));
+    return s;
   }
 };
 

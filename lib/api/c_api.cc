@@ -5,6 +5,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdint>
+#include <cstring>
 #include <new>
 
 #include "bnorm/bnorm.h"
@@ -48,10 +49,13 @@ class Validator {
     if (s->spatial < 0) {
       return Fail(bnorm_invalid_argument, "shape->spatial: must be >= 0 (got %lld)", L(s->spatial));
     }
-    if (s->layout != bnorm_nchw && s->layout != bnorm_nhwc) {
+    // Read the layout as an int: a C caller may store any value in the enum field.
+    int layout;
+    static_assert(sizeof(layout) == sizeof(s->layout), "bnorm_layout is int-sized");
+    std::memcpy(&layout, &s->layout, sizeof(layout));
+    if (layout != bnorm_nchw && layout != bnorm_nhwc) {
       return Fail(bnorm_invalid_argument,
-                  "shape->layout: must be bnorm_nchw (0) or bnorm_nhwc (1) (got %d)",
-                  static_cast<int>(s->layout));
+                  "shape->layout: must be bnorm_nchw (0) or bnorm_nhwc (1) (got %d)", layout);
     }
     int64_t count = 0, elements = 0, bytes = 0;
     if (__builtin_mul_overflow(s->n, s->spatial, &count) ||
@@ -64,6 +68,7 @@ class Validator {
     count_ = count;
     elements_ = elements;
     c_ = s->c;
+    active_ = elements > 0;
     return *this;
   }
 
@@ -75,10 +80,12 @@ class Validator {
       return Fail(bnorm_invalid_argument, "c: c*sizeof(float) overflows int64 (got %lld)", L(c));
     }
     c_ = c;
+    active_ = c > 0;
     return *this;
   }
 
-  // Registers a tensor buffer; `required` ones must not be NULL unless empty.
+  // Registers a tensor buffer; `required` ones must not be NULL unless the call has
+  // nothing to do (an empty tensor: then no buffer is touched).
   Validator& Tensor(const void* p, const char* name, bool output, bool required = true) {
     return Add(p, elements_, name, output, true, required);
   }
@@ -165,7 +172,7 @@ class Validator {
   Validator& Add(const void* p, int64_t values, const char* name, bool output, bool tensor,
                  bool required) {
     if (!ok()) return *this;
-    if (p == nullptr && required && values > 0) {
+    if (p == nullptr && required && active_) {
       return Fail(bnorm_invalid_argument, "%s: must not be NULL (%lld values)", name, L(values));
     }
     buffers_[num_buffers_++] = Buffer{p, values * static_cast<int64_t>(sizeof(float)), name,
@@ -176,6 +183,7 @@ class Validator {
   const char* function_;
   bnorm_status status_ = bnorm_success;
   int64_t count_ = 0, elements_ = 0, c_ = 0;
+  bool active_ = false;  // the call will touch buffers (not empty)
   Buffer buffers_[12];
   int num_buffers_ = 0;
 };

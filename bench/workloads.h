@@ -1,0 +1,257 @@
+// Benchmark workloads shared by `bnorm bench` and bnorm_bench: the default shapes of
+// real networks, the traffic model of each operation, and cold-cache buffer rotation.
+#ifndef BNORM_BENCH_WORKLOADS_H_
+#define BNORM_BENCH_WORKLOADS_H_
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "bnorm/bnorm.h"
+
+namespace bnorm {
+namespace workload {
+
+enum class Op { kMoments, kInference, kAffine, kTraining, kBackward };
+constexpr Op kAllOps[] = {Op::kInference, Op::kAffine, Op::kTraining, Op::kBackward, Op::kMoments};
+
+inline const char* OpName(Op op) {
+  switch (op) {
+    case Op::kMoments:
+      return "moments";
+    case Op::kInference:
+      return "inference";
+    case Op::kAffine:
+      return "affine";
+    case Op::kTraining:
+      return "training";
+    case Op::kBackward:
+      return "backward";
+  }
+  return "?";
+}
+
+// Returns whether `name` names an operation, and which in *op.
+inline bool ParseOp(const std::string& name, Op* op) {
+  for (const Op candidate : kAllOps) {
+    if (name == OpName(candidate)) {
+      *op = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Returns the least DRAM traffic of `op` in tensors, out of cache (DESIGN.md,
+// performance model, first column): moments read x once; affine and inference read x
+// and write y; training forward reads x for the statistics, then reads x and writes y;
+// backward reads x and dy for the sums, then x and dy again and writes dx.
+inline int TrafficTensors(Op op) {
+  switch (op) {
+    case Op::kMoments:
+      return 1;
+    case Op::kInference:
+    case Op::kAffine:
+      return 2;
+    case Op::kTraining:
+      return 3;
+    case Op::kBackward:
+      return 5;
+  }
+  return 0;
+}
+
+// Returns how many tensor-sized buffers one call of `op` uses (x; x, y; x, dy, dx).
+inline int BufferTensors(Op op) {
+  switch (op) {
+    case Op::kMoments:
+      return 1;
+    case Op::kInference:
+    case Op::kAffine:
+    case Op::kTraining:
+      return 2;
+    case Op::kBackward:
+      return 3;
+  }
+  return 0;
+}
+
+// A named shape; `inference_only` marks shapes that only inference engines see.
+struct Workload {
+  std::string name;
+  int64_t n, c, spatial;
+  bool inference_only = false;
+};
+
+// Returns the default set: ResNet-50 batch-norm inputs at batch 32 (12 to 103 MB per
+// tensor), one batch-1 inference shape, and a BatchNorm1d of an MLP.
+inline std::vector<Workload> DefaultWorkloads() {
+  return {
+      {"resnet50.56x56", 32, 64, 56 * 56},   // stage 2, inside a bottleneck
+      {"resnet50.56x56", 32, 256, 56 * 56},  // stage 2, block output
+      {"resnet50.28x28", 32, 512, 28 * 28}, {"resnet50.14x14", 32, 1024, 14 * 14},
+      {"resnet50.7x7", 32, 2048, 7 * 7},    {"resnet50.56x56.b1", 1, 256, 56 * 56, true},
+      {"mlp.bn1d", 256, 1024, 1},
+  };
+}
+
+// Returns tiny shapes for smoke tests (`bnorm bench --quick`).
+inline std::vector<Workload> QuickWorkloads() {
+  return {{"quick.small", 2, 16, 64}, {"quick.odd", 3, 7, 33}, {"quick.bn1d", 64, 33, 1}};
+}
+
+inline int64_t Elements(const Workload& w) { return w.n * w.c * w.spatial; }
+
+// Returns "NxCxS", the spelling --shape takes.
+inline std::string ShapeString(int64_t n, int64_t c, int64_t spatial) {
+  return std::to_string(n) + "x" + std::to_string(c) + "x" + std::to_string(spatial);
+}
+
+// One float buffer, filled once with values in [-2, 2), that every benchmark carves
+// its tensors from: touching and filling gigabytes per benchmark would cost more
+// than the benchmarks themselves.
+class Pool {
+ public:
+  Pool() = default;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  ~Pool() { std::free(data_); }
+
+  // Returns a buffer of at least `floats` floats (64-byte aligned), reallocating and
+  // refilling when the current one is smaller; nullptr if allocation fails.
+  float* Reserve(size_t floats) {
+    if (floats <= floats_) return data_;
+    std::free(data_);
+    floats_ = 0;
+    const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (data_ == nullptr) return nullptr;
+    floats_ = bytes / sizeof(float);
+    float* data = data_;
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, floats_, size_t{1} << 16),
+                      [data](const tbb::blocked_range<size_t>& r) {
+                        for (size_t i = r.begin(); i != r.end(); ++i) {
+                          uint32_t h = static_cast<uint32_t>(i) * 2654435761u;
+                          h ^= h >> 15;
+                          data[i] = static_cast<float>(h >> 8) * (4.0f / 16777216.0f) - 2.0f;
+                        }
+                      });
+    return data_;
+  }
+  size_t floats() const { return floats_; }
+
+ private:
+  float* data_ = nullptr;
+  size_t floats_ = 0;
+};
+
+// Returns how many buffer sets of `set_bytes` a rotation over `cold_bytes` needs so
+// that a set is not touched again before `cold_bytes` of other data have passed
+// (at least 2); 1 when hot.
+inline int64_t RotationSets(size_t set_bytes, size_t cold_bytes, bool cold) {
+  if (!cold) return 1;
+  const size_t sets = (cold_bytes + set_bytes - 1) / std::max<size_t>(set_bytes, 1);
+  return static_cast<int64_t>(std::max<size_t>(sets, 2));
+}
+
+// Returns the floats of one buffer set of `op` on a tensor of `elements` floats, rounded
+// up so that every set starts 64-byte aligned.
+inline size_t SetFloats(Op op, int64_t elements) {
+  return (static_cast<size_t>(elements) * BufferTensors(op) + 15) / 16 * 16;
+}
+
+// Returns the pool size (floats) a Runner of `op` on `elements` floats needs.
+inline size_t PoolFloats(Op op, int64_t elements, size_t cold_bytes, bool cold) {
+  const size_t set_floats = SetFloats(op, elements);
+  return set_floats *
+         static_cast<size_t>(RotationSets(set_floats * sizeof(float), cold_bytes, cold));
+}
+
+// Runs one operation on one shape, rotating over buffer sets carved from a Pool. The
+// buffers stay valid until the pool grows: reserve the largest need first, or keep
+// one runner at a time.
+// Per-channel parameters are plausible (gamma 1.5, beta 0.25, mean 0, var 4/3);
+// training updates running statistics and saves mean and invstd; backward computes
+// dx, dgamma and dbeta. No ReLU.
+class Runner {
+ public:
+  // `pool` must outlive the runner; cold rotates over about `cold_bytes`.
+  Runner(Pool& pool, Op op, const bnorm_shape& shape, bool cold, size_t cold_bytes)
+      : op_(op), shape_(shape) {
+    elements_ = static_cast<size_t>(shape.n * shape.c * shape.spatial);
+    set_floats_ = SetFloats(op, static_cast<int64_t>(elements_));
+    sets_ = RotationSets(set_floats_ * sizeof(float), cold_bytes, cold);
+    base_ = pool.Reserve(set_floats_ * static_cast<size_t>(sets_));
+    const size_t c = static_cast<size_t>(shape.c);
+    gamma_.assign(c, 1.5f);
+    beta_.assign(c, 0.25f);
+    mean_.assign(c, 0.0f);
+    var_.assign(c, 4.0f / 3.0f);
+    scale_.assign(c, 1.25f);
+    shift_.assign(c, -0.5f);
+    running_mean_.assign(c, 0.0f);
+    running_var_.assign(c, 1.0f);
+    saved_mean_.assign(c, 0.0f);
+    saved_invstd_.assign(c, 0.866f);
+    out_a_.assign(c, 0.0f);
+    out_b_.assign(c, 0.0f);
+  }
+
+  // Whether the pool could provide the buffers.
+  bool ok() const { return base_ != nullptr; }
+  int64_t sets() const { return sets_; }
+  size_t TensorBytes() const { return elements_ * sizeof(float); }
+  // Returns the least DRAM traffic of one call, in bytes (out-of-cache model).
+  double TrafficBytes() const { return static_cast<double>(TrafficTensors(op_)) * TensorBytes(); }
+  // Returns the bytes the rotation spans (all sets).
+  size_t RotationBytes() const { return set_floats_ * sizeof(float) * sets_; }
+
+  // Returns x, y / dy, dx of buffer set `set` (modulo the set count).
+  float* Buffer(int64_t set, int which) const {
+    return base_ + static_cast<size_t>(set % sets_) * set_floats_ + which * elements_;
+  }
+
+  // Runs the operation once on buffer set `set` (modulo the set count).
+  bnorm_status Run(int64_t set) {
+    float* x = Buffer(set, 0);
+    float* b1 = Buffer(set, 1);  // y, or dy for backward
+    switch (op_) {
+      case Op::kMoments:
+        return bnorm_moments_f32(&shape_, x, out_a_.data(), out_b_.data());
+      case Op::kInference:
+        return bnorm_forward_inference_f32(&shape_, x, b1, gamma_.data(), beta_.data(),
+                                           mean_.data(), var_.data(), 1e-5f, 0);
+      case Op::kAffine:
+        return bnorm_affine_f32(&shape_, x, b1, scale_.data(), shift_.data(), 0);
+      case Op::kTraining:
+        return bnorm_forward_training_f32(&shape_, x, b1, gamma_.data(), beta_.data(), 1e-5f, 0.1f,
+                                          running_mean_.data(), running_var_.data(),
+                                          saved_mean_.data(), saved_invstd_.data(), 0);
+      case Op::kBackward:
+        return bnorm_backward_f32(&shape_, x, b1, saved_mean_.data(), saved_invstd_.data(),
+                                  gamma_.data(), nullptr, Buffer(set, 2), out_a_.data(),
+                                  out_b_.data(), 0);
+    }
+    return bnorm_internal_error;
+  }
+
+ private:
+  Op op_;
+  bnorm_shape shape_;
+  size_t elements_ = 0, set_floats_ = 0;
+  int64_t sets_ = 1;
+  float* base_ = nullptr;
+  std::vector<float> gamma_, beta_, mean_, var_, scale_, shift_, running_mean_, running_var_,
+      saved_mean_, saved_invstd_, out_a_, out_b_;
+};
+
+}  // namespace workload
+}  // namespace bnorm
+
+#endif  // BNORM_BENCH_WORKLOADS_H_
