@@ -4,7 +4,9 @@
 #ifndef BNORM_LIB_KERNELS_KERNELS_H_
 #define BNORM_LIB_KERNELS_KERNELS_H_
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace bnorm {
 namespace detail {
@@ -38,6 +40,14 @@ inline void Merge(Moments& a, const Moments& b) {
   }
   const double count = a.count + b.count;
   const double wb = b.count / count, wa = a.count / count;
+  if (!std::isfinite(a.mean) || !std::isfinite(b.mean)) {
+    // Inf or NaN data: the mean is what IEEE gives for the sum (+Inf stays +Inf,
+    // +Inf with -Inf is NaN), the variance is NaN, as a two-pass float64 gives.
+    a.mean = wa * a.mean + wb * b.mean;
+    a.var = std::numeric_limits<double>::quiet_NaN();
+    a.count = count;
+    return;
+  }
   const double delta = b.mean - a.mean;
   a.mean += delta * wb;
   a.var = wa * a.var + wb * b.var + wa * wb * delta * delta;
