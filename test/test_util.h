@@ -177,7 +177,11 @@ inline std::vector<bnorm_shape> FewShapes(bnorm_layout layout, int64_t min_count
 // Shapes big enough to be cut into many chunks (determinism, accuracy on long channels).
 inline std::vector<bnorm_shape> LargeShapes() {
   return {Shape(4, 3, 100000, bnorm_nchw), Shape(2, 77, 5000, bnorm_nhwc),
-          Shape(1, 5, 200000, bnorm_nhwc), Shape(2, 64, 3000, bnorm_nchw)};
+          Shape(1, 5, 200000, bnorm_nhwc),  Shape(2, 64, 3000, bnorm_nchw),
+          // Short NCHW planes handled as rows: flat periods, and tiles of whole channels.
+          Shape(3000, 7, 9, bnorm_nchw),    Shape(200, 100, 20, bnorm_nchw),
+          // Wide NHWC rows cut into tiles and chunks.
+          Shape(300, 1500, 1, bnorm_nhwc)};
 }
 
 constexpr bnorm_layout kLayouts[] = {bnorm_nchw, bnorm_nhwc};

@@ -26,23 +26,35 @@ void AffinePlane(detail::Plane<const float> x, detail::Plane<float> y, int64_t k
   if (stream) hwy::FlushStream();
 }
 
-void AffineRows(const float* x, float* y, int64_t c, int64_t r0, int64_t r1,
-                int64_t c0, int64_t c1, const float* HWY_RESTRICT sub,
-                const float* HWY_RESTRICT mul, const float* HWY_RESTRICT add, bool relu,
-                bool stream) {
+void AffineSlice(const float* x, float* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1,
+                 const float* HWY_RESTRICT sub, const float* HWY_RESTRICT mul,
+                 const float* HWY_RESTRICT add, bool relu, bool stream) {
   const DF d;
-  const size_t width = static_cast<size_t>(c1 - c0);
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* in = x + r * c + c0;
-    WriteRun(d, y + r * c + c0, width, stream, [&](size_t i, size_t valid) HWY_ATTR {
-      const size_t ch = static_cast<size_t>(c0) + i;
-      const VF centered = sub ? hn::Sub(LoadPart(d, in + i, valid, 0.0f), LoadPart(d, sub + ch, valid, 0.0f))
-                              : LoadPart(d, in + i, valid, 0.0f);
-      const VF v = hn::MulAdd(centered, LoadPart(d, mul + ch, valid, 0.0f),
-                              LoadPart(d, add + ch, valid, 0.0f));
+  ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
+    const int64_t ch = run % c;
+    const VF vsub = hn::Set(d, sub ? sub[ch] : 0.0f), vmul = hn::Set(d, mul[ch]),
+             vadd = hn::Set(d, add[ch]);
+    const float* in = x + off;
+    WriteRun(d, y + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
+      const VF v = hn::MulAdd(hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), vmul, vadd);
       return relu ? Relu(d, v) : v;
     });
-  }
+  });
+  if (stream) hwy::FlushStream();
+}
+
+void AffineRun(const float* x, float* y, int64_t len, const float* HWY_RESTRICT sub,
+               const float* HWY_RESTRICT mul, const float* HWY_RESTRICT add, int64_t period,
+               bool relu, bool stream) {
+  const DF d;
+  const size_t p = static_cast<size_t>(period);
+  size_t ph = 0;  // WriteRun visits the run in order: track i % period
+  WriteRun(d, y, static_cast<size_t>(len), stream, [&](size_t i, size_t valid) HWY_ATTR {
+    const VF v = hn::MulAdd(hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, sub, ph)),
+                            Coef(d, mul, ph), Coef(d, add, ph));
+    ph = NextPhase(ph, valid, p);
+    return relu ? Relu(d, v) : v;
+  });
   if (stream) hwy::FlushStream();
 }
 
@@ -59,7 +71,8 @@ namespace bnorm {
 namespace detail {
 namespace {
 HWY_EXPORT(AffinePlane);
-HWY_EXPORT(AffineRows);
+HWY_EXPORT(AffineSlice);
+HWY_EXPORT(AffineRun);
 HWY_EXPORT(AffineTarget);
 }  // namespace
 
@@ -68,10 +81,14 @@ void AffinePlane(Plane<const float> x, Plane<float> y, int64_t k0, int64_t k1, f
   BNORM_DISPATCH(AffinePlane)(x, y, k0, k1, sub, mul, add, relu, stream);
 }
 
-void AffineRows(const float* x, float* y, int64_t c, int64_t r0, int64_t r1, int64_t c0,
-                int64_t c1, const float* sub, const float* mul, const float* add, bool relu,
-                bool stream) {
-  BNORM_DISPATCH(AffineRows)(x, y, c, r0, r1, c0, c1, sub, mul, add, relu, stream);
+void AffineSlice(const float* x, float* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1,
+                 const float* sub, const float* mul, const float* add, bool relu, bool stream) {
+  BNORM_DISPATCH(AffineSlice)(x, y, spatial, c, v0, v1, sub, mul, add, relu, stream);
+}
+
+void AffineRun(const float* x, float* y, int64_t len, const float* sub, const float* mul,
+               const float* add, int64_t period, bool relu, bool stream) {
+  BNORM_DISPATCH(AffineRun)(x, y, len, sub, mul, add, period, relu, stream);
 }
 
 int64_t AffineTarget() { return BNORM_DISPATCH(AffineTarget)(); }

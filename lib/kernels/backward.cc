@@ -24,23 +24,37 @@ void BackwardSumsPlane(detail::Plane<const float> x, detail::Plane<const float> 
   const DF d;
   const bool relu = y.base != nullptr;
   const VF vmean = hn::Set(d, mean);
+  const size_t N = hn::Lanes(d);
   const int64_t block = PlaneBlock(d);
   double total_dy = 0, total_dy_xc = 0;
   for (int64_t b0 = k0; b0 < k1; b0 += block) {
-    VF a_dy = hn::Zero(d), a_dy_xc = hn::Zero(d);
+    VF g0 = hn::Zero(d), g1 = hn::Zero(d), g2 = hn::Zero(d), g3 = hn::Zero(d);
+    VF h0 = hn::Zero(d), h1 = hn::Zero(d), h2 = hn::Zero(d), h3 = hn::Zero(d);
     ForEachSegment(x, b0, HWY_MIN(k1, b0 + block), [&](int64_t off, int64_t, size_t len) {
-      for (size_t i = 0; i < len; i += hn::Lanes(d)) {
-        const size_t valid = HWY_MIN(hn::Lanes(d), len - i);
+      const float* HWY_RESTRICT px = x.base + off;
+      const float* HWY_RESTRICT pdy = dy.base + off;
+      const float* HWY_RESTRICT py = relu ? y.base + off : nullptr;
+      // Accumulates dy' into g and dy' * (x - mean) into h for `valid` lanes at i.
+      auto step = [&](size_t i, size_t valid, VF& g, VF& h) HWY_ATTR {
         // Padding lanes: dy = 0 and x = mean contribute exactly 0.
-        const VF g = MaskedDy(d, LoadPart(d, dy.base + off + i, valid, 0.0f), relu,
-                              [&] { return LoadPart(d, y.base + off + i, valid, 1.0f); });
-        const VF xc = hn::Sub(LoadPart(d, x.base + off + i, valid, mean), vmean);
-        a_dy = hn::Add(a_dy, g);
-        a_dy_xc = hn::MulAdd(g, xc, a_dy_xc);
-      }
+        const VF gi = MaskedDy(d, LoadPart(d, pdy + i, valid, 0.0f), relu,
+                               [&] { return LoadPart(d, py + i, valid, 1.0f); });
+        const VF xc = hn::Sub(LoadPart(d, px + i, valid, mean), vmean);
+        g = hn::Add(g, gi);
+        h = hn::MulAdd(gi, xc, h);
+      };
+      Visit4(
+          d, len,
+          [&](size_t i) HWY_ATTR {
+            step(i, N, g0, h0);
+            step(i + N, N, g1, h1);
+            step(i + 2 * N, N, g2, h2);
+            step(i + 3 * N, N, g3, h3);
+          },
+          [&](size_t i, size_t valid) HWY_ATTR { step(i, valid, g0, h0); });
     });
-    total_dy += SumLanes(d, a_dy);
-    total_dy_xc += SumLanes(d, a_dy_xc);
+    total_dy += SumLanes(d, hn::Add(hn::Add(g0, g1), hn::Add(g2, g3)));
+    total_dy_xc += SumLanes(d, hn::Add(hn::Add(h0, h1), hn::Add(h2, h3)));
   }
   *sum_dy = total_dy;
   *sum_dy_xc = total_dy_xc;
@@ -64,58 +78,78 @@ void BackwardDxPlane(detail::Plane<const float> x, detail::Plane<const float> dy
   if (stream) hwy::FlushStream();
 }
 
-void BackwardSumsRows(const float* x, const float* dy, const float* y, int64_t c, int64_t r0,
-                      int64_t r1, int64_t c0, int64_t c1, const float* mean, double* sum_dy,
-                      double* sum_dy_xc) {
+void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx, int64_t spatial,
+                     int64_t c, int64_t v0, int64_t v1, const float* HWY_RESTRICT mean,
+                     const float* HWY_RESTRICT k_dy, const float* HWY_RESTRICT k_xc,
+                     const float* HWY_RESTRICT k_0, bool stream) {
+  const DF d;
+  const bool relu = y != nullptr;
+  ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
+    const int64_t ch = run % c;
+    const VF vmean = hn::Set(d, mean[ch]), vk_dy = hn::Set(d, k_dy[ch]),
+             vk_xc = hn::Set(d, k_xc[ch]), vk_0 = hn::Set(d, k_0[ch]);
+    WriteRun(d, dx + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
+      const VF g = MaskedDy(d, LoadPart(d, dy + off + i, valid, 0.0f), relu,
+                            [&] { return LoadPart(d, y + off + i, valid, 1.0f); });
+      const VF xc = hn::Sub(LoadPart(d, x + off + i, valid, 0.0f), vmean);
+      return hn::MulAdd(vk_dy, g, hn::MulAdd(vk_xc, xc, vk_0));
+    });
+  });
+  if (stream) hwy::FlushStream();
+}
+
+void BackwardSumsRegion(detail::Region<const float> x, detail::Region<const float> dy,
+                        detail::Region<const float> y, const float* HWY_RESTRICT mean,
+                        double* HWY_RESTRICT sum_dy, double* HWY_RESTRICT sum_dy_xc) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  const bool relu = y != nullptr;
-  const int64_t width = c1 - c0;
-  const int64_t rows_per_block = RowsPerBlock(width);
-  HWY_ALIGN float b_dy[detail::kTile + kMaxLanes], b_dy_xc[detail::kTile + kMaxLanes];
-  for (int64_t ch = 0; ch < width; ++ch) sum_dy[ch] = sum_dy_xc[ch] = 0;
-  for (int64_t rb = r0; rb < r1; rb += rows_per_block) {
-    const int64_t re = HWY_MIN(r1, rb + rows_per_block);
-    for (int64_t j = 0; j < width; j += static_cast<int64_t>(N)) {
-      const size_t valid = static_cast<size_t>(HWY_MIN(static_cast<int64_t>(N), width - j));
-      const VF vmean = LoadPart(d, mean + c0 + j, valid, 0.0f);
-      VF a_dy = hn::Zero(d), a_dy_xc = hn::Zero(d);
-      for (int64_t r = rb; r < re; ++r) {
-        const int64_t off = r * c + c0 + j;
-        const VF g = MaskedDy(d, LoadPart(d, dy + off, valid, 0.0f), relu,
-                              [&] { return LoadPart(d, y + off, valid, 1.0f); });
-        const VF xc = hn::Sub(LoadPart(d, x + off, valid, 0.0f), vmean);
-        a_dy = hn::Add(a_dy, g);
-        a_dy_xc = hn::MulAdd(g, xc, a_dy_xc);
-      }
-      hn::Store(a_dy, d, b_dy + j);
-      hn::Store(a_dy_xc, d, b_dy_xc + j);
+  const bool relu = y.base != nullptr;
+  const size_t len = static_cast<size_t>(x.len);
+  const int64_t rows_per_block = RowsPerBlock(x.len);
+  HWY_ALIGN float b_dy[detail::kMaxRun + kMaxLanes], b_dy_xc[detail::kMaxRun + kMaxLanes];
+  for (size_t pos = 0; pos < len; ++pos) sum_dy[pos] = sum_dy_xc[pos] = 0;
+  for (int64_t rb = 0; rb < x.rows; rb += rows_per_block) {
+    const int64_t re = HWY_MIN(x.rows, rb + rows_per_block);
+    for (size_t j = 0; j < len; j += N) {
+      hn::Store(hn::Zero(d), d, b_dy + j);
+      hn::Store(hn::Zero(d), d, b_dy_xc + j);
     }
-    for (int64_t ch = 0; ch < width; ++ch) {
-      sum_dy[ch] += b_dy[ch];
-      sum_dy_xc[ch] += b_dy_xc[ch];
+    for (int64_t r = rb; r < re; ++r) {
+      const float* HWY_RESTRICT px = x.base + r * x.stride;
+      const float* HWY_RESTRICT pdy = dy.base + r * dy.stride;
+      const float* HWY_RESTRICT py = relu ? y.base + r * y.stride : nullptr;
+      for (size_t j = 0; j < len; j += N) {
+        const size_t valid = HWY_MIN(N, len - j);
+        const VF g = MaskedDy(d, LoadPart(d, pdy + j, valid, 0.0f), relu,
+                              [&] { return LoadPart(d, py + j, valid, 1.0f); });
+        const VF xc = hn::Sub(LoadPart(d, px + j, valid, 0.0f), LoadPart(d, mean + j, valid, 0.0f));
+        hn::Store(hn::Add(hn::Load(d, b_dy + j), g), d, b_dy + j);
+        hn::Store(hn::MulAdd(g, xc, hn::Load(d, b_dy_xc + j)), d, b_dy_xc + j);
+      }
+    }
+    for (size_t pos = 0; pos < len; ++pos) {
+      sum_dy[pos] += b_dy[pos];
+      sum_dy_xc[pos] += b_dy_xc[pos];
     }
   }
 }
 
-void BackwardDxRows(const float* x, const float* dy, const float* y, float* dx, int64_t c,
-                    int64_t r0, int64_t r1, int64_t c0, int64_t c1, const float* mean,
-                    const float* k_dy, const float* k_xc, const float* k_0, bool stream) {
+void BackwardDxRun(const float* x, const float* dy, const float* y, float* dx, int64_t len,
+                   const float* HWY_RESTRICT mean, const float* HWY_RESTRICT k_dy,
+                   const float* HWY_RESTRICT k_xc, const float* HWY_RESTRICT k_0, int64_t period,
+                   bool stream) {
   const DF d;
   const bool relu = y != nullptr;
-  const size_t width = static_cast<size_t>(c1 - c0);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t row = r * c + c0;
-    WriteRun(d, dx + row, width, stream, [&](size_t i, size_t valid) HWY_ATTR {
-      const size_t ch = static_cast<size_t>(c0) + i;
-      const VF g = MaskedDy(d, LoadPart(d, dy + row + i, valid, 0.0f), relu,
-                            [&] { return LoadPart(d, y + row + i, valid, 1.0f); });
-      const VF xc = hn::Sub(LoadPart(d, x + row + i, valid, 0.0f), LoadPart(d, mean + ch, valid, 0.0f));
-      return hn::MulAdd(LoadPart(d, k_dy + ch, valid, 0.0f), g,
-                        hn::MulAdd(LoadPart(d, k_xc + ch, valid, 0.0f), xc,
-                                   LoadPart(d, k_0 + ch, valid, 0.0f)));
-    });
-  }
+  const size_t p = static_cast<size_t>(period);
+  size_t ph = 0;  // WriteRun visits the run in order: track i % period
+  WriteRun(d, dx, static_cast<size_t>(len), stream, [&](size_t i, size_t valid) HWY_ATTR {
+    const VF g = MaskedDy(d, LoadPart(d, dy + i, valid, 0.0f), relu,
+                          [&] { return LoadPart(d, y + i, valid, 1.0f); });
+    const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, mean, ph));
+    const VF v = hn::MulAdd(Coef(d, k_dy, ph), g, hn::MulAdd(Coef(d, k_xc, ph), xc, Coef(d, k_0, ph)));
+    ph = NextPhase(ph, valid, p);
+    return v;
+  });
   if (stream) hwy::FlushStream();
 }
 
@@ -133,8 +167,9 @@ namespace detail {
 namespace {
 HWY_EXPORT(BackwardSumsPlane);
 HWY_EXPORT(BackwardDxPlane);
-HWY_EXPORT(BackwardSumsRows);
-HWY_EXPORT(BackwardDxRows);
+HWY_EXPORT(BackwardDxSlice);
+HWY_EXPORT(BackwardSumsRegion);
+HWY_EXPORT(BackwardDxRun);
 HWY_EXPORT(BackwardTarget);
 }  // namespace
 
@@ -149,16 +184,21 @@ void BackwardDxPlane(Plane<const float> x, Plane<const float> dy, Plane<const fl
   BNORM_DISPATCH(BackwardDxPlane)(x, dy, y, dx, k0, k1, mean, k_dy, k_xc, k_0, stream);
 }
 
-void BackwardSumsRows(const float* x, const float* dy, const float* y, int64_t c, int64_t r0,
-                      int64_t r1, int64_t c0, int64_t c1, const float* mean, double* sum_dy,
-                      double* sum_dy_xc) {
-  BNORM_DISPATCH(BackwardSumsRows)(x, dy, y, c, r0, r1, c0, c1, mean, sum_dy, sum_dy_xc);
+void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx, int64_t spatial,
+                     int64_t c, int64_t v0, int64_t v1, const float* mean, const float* k_dy,
+                     const float* k_xc, const float* k_0, bool stream) {
+  BNORM_DISPATCH(BackwardDxSlice)(x, dy, y, dx, spatial, c, v0, v1, mean, k_dy, k_xc, k_0, stream);
 }
 
-void BackwardDxRows(const float* x, const float* dy, const float* y, float* dx, int64_t c,
-                    int64_t r0, int64_t r1, int64_t c0, int64_t c1, const float* mean,
-                    const float* k_dy, const float* k_xc, const float* k_0, bool stream) {
-  BNORM_DISPATCH(BackwardDxRows)(x, dy, y, dx, c, r0, r1, c0, c1, mean, k_dy, k_xc, k_0, stream);
+void BackwardSumsRegion(Region<const float> x, Region<const float> dy, Region<const float> y,
+                        const float* mean, double* sum_dy, double* sum_dy_xc) {
+  BNORM_DISPATCH(BackwardSumsRegion)(x, dy, y, mean, sum_dy, sum_dy_xc);
+}
+
+void BackwardDxRun(const float* x, const float* dy, const float* y, float* dx, int64_t len,
+                   const float* mean, const float* k_dy, const float* k_xc, const float* k_0,
+                   int64_t period, bool stream) {
+  BNORM_DISPATCH(BackwardDxRun)(x, dy, y, dx, len, mean, k_dy, k_xc, k_0, period, stream);
 }
 
 int64_t BackwardTarget() { return BNORM_DISPATCH(BackwardTarget)(); }

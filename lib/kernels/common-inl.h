@@ -32,17 +32,18 @@ constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 // before a block is folded into float64 (error ~ sqrt(128) ulps, not sqrt(count)).
 constexpr int64_t kTermsPerLane = 128;
 
-// Returns the values per NCHW block: kBlock, or fewer on narrow vectors. A multiple
-// of every smaller block, so chunks (multiples of kBlock) hold whole blocks.
+// Returns the values per NCHW block: kBlock, or fewer on narrow vectors (four chains
+// of Lanes(d) each). A power of two, so chunks (multiples of kBlock) hold whole blocks.
 template <class D>
 HWY_INLINE int64_t PlaneBlock(D d) {
-  return HWY_MIN(detail::kBlock, kTermsPerLane * static_cast<int64_t>(hn::Lanes(d)));
+  return HWY_MIN(detail::kBlock, kTermsPerLane * 4 * static_cast<int64_t>(hn::Lanes(d)));
 }
 
-// Returns the rows per NHWC block for a tile of `width` channels: about 8K values so
-// the second pass reads L1/L2, 8 to kTermsPerLane rows.
-HWY_INLINE int64_t RowsPerBlock(int64_t width) {
-  return HWY_MIN(kTermsPerLane, HWY_MAX(int64_t{8}, 8192 / HWY_MAX(width, int64_t{1})));
+// Returns the runs per block of a rows region of runs of `len` values: about 32K
+// values (128 KiB: the second pass reads L2), and at least 32 runs to amortize the
+// float64 work per position, at most kTermsPerLane.
+HWY_INLINE int64_t RowsPerBlock(int64_t len) {
+  return HWY_MIN(kTermsPerLane, HWY_MAX(int64_t{32}, 32768 / HWY_MAX(len, int64_t{1})));
 }
 
 // Returns lanes [0, count) from p and `pad` in the others; reads only p[0, count).
@@ -108,6 +109,29 @@ HWY_INLINE void WriteRun(D d, float* HWY_RESTRICT out, size_t len, bool stream, 
   if (i < len) StorePart(d, fn(i, len - i), out + i, len - i);
 }
 
+// Walks [0, len) for a reduction with four independent accumulator chains (4 adds in
+// flight hide the add latency): body4(i) for whole groups of four vectors at i, then
+// body1(i, valid) for single vectors, the last one partial.
+template <class D, class Body4, class Body1>
+HWY_INLINE void Visit4(D d, size_t len, Body4 body4, Body1 body1) {
+  const size_t N = hn::Lanes(d);
+  size_t i = 0;
+  for (; i + 4 * N <= len; i += 4 * N) body4(i);
+  for (; i < len; i += N) body1(i, HWY_MIN(N, len - i));
+}
+
+// Returns the coefficient vector at phase `ph` of a pattern (see detail::kPatternPad).
+HWY_INLINE VF Coef(DF d, const float* HWY_RESTRICT pattern, size_t ph) {
+  return hn::LoadU(d, pattern + ph);
+}
+
+// Advances a pattern phase by `step` values, wrapping at `period`.
+HWY_INLINE size_t NextPhase(size_t ph, size_t step, size_t period) {
+  ph += step;
+  while (ph >= period) ph -= period;
+  return ph;
+}
+
 // Calls fn(offset_in_plane, k_begin, length) for each contiguous segment of values
 // [k0, k1) of an NCHW channel plane (one segment per image touched).
 template <typename T, class Fn>
@@ -117,6 +141,18 @@ HWY_INLINE void ForEachSegment(const detail::Plane<T>& plane, int64_t k0, int64_
     const int64_t len = HWY_MIN(plane.spatial - s, k1 - k);
     fn(image * plane.stride + s, k, static_cast<size_t>(len));
     k += len;
+  }
+}
+
+// Calls fn(offset, len, run) for the pieces of values [v0, v1) of a tensor made of
+// runs of `spatial` values (one piece per run touched; offset from the tensor start).
+template <class Fn>
+HWY_INLINE void ForEachRunPiece(int64_t spatial, int64_t v0, int64_t v1, Fn fn) {
+  for (int64_t v = v0; v < v1;) {
+    const int64_t run = v / spatial;
+    const int64_t end = HWY_MIN(v1, (run + 1) * spatial);
+    fn(v, static_cast<size_t>(end - v), run);
+    v = end;
   }
 }
 

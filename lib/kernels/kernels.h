@@ -15,9 +15,6 @@ namespace detail {
 // sits in L1), blocks are merged in float64 with Chan's formula, in order.
 constexpr int64_t kBlock = 2048;
 
-// Most channels of one NHWC work item (the kernels keep per-channel sums on the stack).
-constexpr int64_t kTile = 512;
-
 // One channel of an NCHW tensor: its k-th value (k in [0, n*spatial)) lives at
 // base[(k / spatial) * stride + k % spatial], stride = c * spatial.
 template <typename T>
@@ -71,6 +68,12 @@ Moments StatsPlane(Plane<const float> x, int64_t k0, int64_t k1);
 void AffinePlane(Plane<const float> x, Plane<float> y, int64_t k0, int64_t k1, float sub,
                  float mul, float add, bool relu, bool stream);
 
+// Writes y = (x - sub[ch]) * mul[ch] + add[ch] (+ ReLU) for the values [v0, v1) of an
+// NCHW tensor in memory order (runs of `spatial` values, channel = run % c); sub may be
+// null (0). y may equal x.
+void AffineSlice(const float* x, float* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1,
+                 const float* sub, const float* mul, const float* add, bool relu, bool stream);
+
 // Sums over [k0, k1): dy' and dy' * (x - mean), dy' = dy masked where y <= 0 when y
 // is not null.
 void BackwardSumsPlane(Plane<const float> x, Plane<const float> dy, Plane<const float> y,
@@ -81,28 +84,49 @@ void BackwardDxPlane(Plane<const float> x, Plane<const float> dy, Plane<const fl
                      Plane<float> dx, int64_t k0, int64_t k1, float mean, float k_dy,
                      float k_xc, float k_0, bool stream);
 
-// --- NHWC: rows [r0, r1) of length c, channels [c0, c1) -----------------------------
-// Per-channel arrays are indexed by ch - c0 (outputs) or by ch (inputs), as stated.
+// Writes dx = k_dy[ch] * dy' + k_xc[ch] * (x - mean[ch]) + k_0[ch] for the values
+// [v0, v1) of an NCHW tensor in memory order, as AffineSlice.
+void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx, int64_t spatial,
+                     int64_t c, int64_t v0, int64_t v1, const float* mean, const float* k_dy,
+                     const float* k_xc, const float* k_0, bool stream);
 
-// Writes moments[ch - c0] of the rows, blocks of rows merged in order.
-void StatsRows(const float* x, int64_t c, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-               Moments* moments);
+// --- Rows: a tensor seen as rows of values (NHWC, or NCHW with small spatial) -------
+// A region is `rows` runs of `len` values, run r at base + r * stride. Per-position
+// results are indexed by the position in a run, [0, len).
 
-// Writes y = (x - sub[ch]) * mul[ch] + add[ch] (+ ReLU); sub may be null (0). Arrays
-// indexed by ch.
-void AffineRows(const float* x, float* y, int64_t c, int64_t r0, int64_t r1, int64_t c0,
-                int64_t c1, const float* sub, const float* mul, const float* add, bool relu,
-                bool stream);
+// Most values of one run (per-position sums live on the stack).
+constexpr int64_t kMaxRun = 1024;
 
-// Writes sum_dy[ch - c0] and sum_dy_xc[ch - c0]; mean indexed by ch; y may be null.
-void BackwardSumsRows(const float* x, const float* dy, const float* y, int64_t c, int64_t r0,
-                      int64_t r1, int64_t c0, int64_t c1, const float* mean, double* sum_dy,
-                      double* sum_dy_xc);
+template <typename T>
+struct Region {
+  T* base;
+  int64_t len, stride, rows;
+};
 
-// Writes dx = k_dy[ch] * dy' + k_xc[ch] * (x - mean[ch]) + k_0[ch]; arrays indexed by ch.
-void BackwardDxRows(const float* x, const float* dy, const float* y, float* dx, int64_t c,
-                    int64_t r0, int64_t r1, int64_t c0, int64_t c1, const float* mean,
-                    const float* k_dy, const float* k_xc, const float* k_0, bool stream);
+// Writes the moments of every position of the region (over its runs), blocks of runs
+// merged in order. len <= kMaxRun.
+void StatsRegion(Region<const float> x, Moments* per_position);
+
+// Writes sums over the runs of dy' and dy' * (x - mean[pos]) per position, dy' = dy
+// masked where y <= 0 when y.base is not null. len <= kMaxRun.
+void BackwardSumsRegion(Region<const float> x, Region<const float> dy, Region<const float> y,
+                        const float* mean, double* sum_dy, double* sum_dy_xc);
+
+// Coefficients repeating with `period` values: value i uses coef[i % period]. Arrays
+// hold period + kPatternPad values (the first kPatternPad repeated), so that a vector
+// load at any phase stays inside.
+constexpr int64_t kPatternPad = 64;
+
+// Writes y[i] = (x[i] - sub[i % period]) * mul[i % period] + add[i % period] (+ ReLU)
+// for i in [0, len). y may equal x. `stream`: non-temporal stores.
+void AffineRun(const float* x, float* y, int64_t len, const float* sub, const float* mul,
+               const float* add, int64_t period, bool relu, bool stream);
+
+// Writes dx[i] = k_dy * dy' + k_xc * (x - mean) + k_0 with coefficients [i % period],
+// dy' = dy masked where y <= 0 when y is not null. dx may equal dy or x.
+void BackwardDxRun(const float* x, const float* dy, const float* y, float* dx, int64_t len,
+                   const float* mean, const float* k_dy, const float* k_xc, const float* k_0,
+                   int64_t period, bool stream);
 
 }  // namespace detail
 }  // namespace bnorm

@@ -44,27 +44,56 @@ detail::Moments BlockPlane(const detail::Plane<const float>& x, int64_t b0, int6
   const double count = static_cast<double>(b1 - b0);
 
   // Pass 1: shifted sum, exact zero for constant data.
+  const size_t N = hn::Lanes(d);
   const VF shift = hn::Set(d, first);
-  VF sum = hn::Zero(d);
+  VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
   ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
-    const float* p = base + off;
-    size_t i = 0;
-    for (; i + hn::Lanes(d) <= len; i += hn::Lanes(d)) sum = hn::Add(sum, hn::Sub(hn::LoadU(d, p + i), shift));
-    if (i < len) sum = hn::Add(sum, hn::Sub(LoadPart(d, p + i, len - i, first), shift));
+    const float* HWY_RESTRICT p = base + off;
+    Visit4(
+        d, len,
+        [&](size_t i) HWY_ATTR {
+          a0 = hn::Add(a0, hn::Sub(hn::LoadU(d, p + i), shift));
+          a1 = hn::Add(a1, hn::Sub(hn::LoadU(d, p + i + N), shift));
+          a2 = hn::Add(a2, hn::Sub(hn::LoadU(d, p + i + 2 * N), shift));
+          a3 = hn::Add(a3, hn::Sub(hn::LoadU(d, p + i + 3 * N), shift));
+        },
+        [&](size_t i, size_t valid) HWY_ATTR {
+          a0 = hn::Add(a0, hn::Sub(LoadPart(d, p + i, valid, first), shift));
+        });
   });
+  const VF sum = hn::Add(hn::Add(a0, a1), hn::Add(a2, a3));
   const float m = first + static_cast<float>(SumLanes(d, sum) / count);
 
   // Pass 2: deviations from m (padding lanes contribute exactly 0).
   const VF mv = hn::Set(d, m);
-  VF s1 = hn::Zero(d), s2 = hn::Zero(d);
+  VF s1a = hn::Zero(d), s1b = hn::Zero(d), s2a = hn::Zero(d), s2b = hn::Zero(d);
+  VF s1c = hn::Zero(d), s1d = hn::Zero(d), s2c = hn::Zero(d), s2d = hn::Zero(d);
   ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
-    const float* p = base + off;
-    for (size_t i = 0; i < len; i += hn::Lanes(d)) {
-      const VF dev = hn::Sub(LoadPart(d, p + i, HWY_MIN(hn::Lanes(d), len - i), m), mv);
-      s1 = hn::Add(s1, dev);
-      s2 = hn::MulAdd(dev, dev, s2);
-    }
+    const float* HWY_RESTRICT p = base + off;
+    Visit4(
+        d, len,
+        [&](size_t i) HWY_ATTR {
+          const VF da = hn::Sub(hn::LoadU(d, p + i), mv);
+          const VF db = hn::Sub(hn::LoadU(d, p + i + N), mv);
+          const VF dc = hn::Sub(hn::LoadU(d, p + i + 2 * N), mv);
+          const VF dd = hn::Sub(hn::LoadU(d, p + i + 3 * N), mv);
+          s1a = hn::Add(s1a, da);
+          s2a = hn::MulAdd(da, da, s2a);
+          s1b = hn::Add(s1b, db);
+          s2b = hn::MulAdd(db, db, s2b);
+          s1c = hn::Add(s1c, dc);
+          s2c = hn::MulAdd(dc, dc, s2c);
+          s1d = hn::Add(s1d, dd);
+          s2d = hn::MulAdd(dd, dd, s2d);
+        },
+        [&](size_t i, size_t valid) HWY_ATTR {
+          const VF da = hn::Sub(LoadPart(d, p + i, valid, m), mv);
+          s1a = hn::Add(s1a, da);
+          s2a = hn::MulAdd(da, da, s2a);
+        });
   });
+  const VF s1 = hn::Add(hn::Add(s1a, s1b), hn::Add(s1c, s1d));
+  const VF s2 = hn::Add(hn::Add(s2a, s2b), hn::Add(s2c, s2d));
   return FinishBlock(count, m, SumLanes(d, s1), SumLanes(d, s2), [&] {
     return ExactMoments(count, [&](auto fn) {
       ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
@@ -83,43 +112,52 @@ detail::Moments StatsPlane(detail::Plane<const float> x, int64_t k0, int64_t k1)
   return total;
 }
 
-void StatsRows(const float* HWY_RESTRICT x, int64_t c, int64_t r0, int64_t r1, int64_t c0,
-               int64_t c1, detail::Moments* HWY_RESTRICT moments) {
+void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT per_position) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  const int64_t width = c1 - c0;
-  const int64_t rows_per_block = RowsPerBlock(width);
-  HWY_ALIGN float shift[detail::kTile + kMaxLanes], s1[detail::kTile + kMaxLanes],
-      s2[detail::kTile + kMaxLanes];
-  for (int64_t ch = 0; ch < width; ++ch) moments[ch] = detail::Moments();
+  const size_t len = static_cast<size_t>(x.len);
+  const int64_t rows_per_block = RowsPerBlock(x.len);
+  // Per-position float32 sums of one block; lanes past len stay 0 (padding loads 0).
+  HWY_ALIGN float shift[detail::kMaxRun + kMaxLanes], sum[detail::kMaxRun + kMaxLanes],
+      s2[detail::kMaxRun + kMaxLanes];
+  for (size_t pos = 0; pos < len; ++pos) per_position[pos] = detail::Moments();
 
-  for (int64_t rb = r0; rb < r1; rb += rows_per_block) {
-    const int64_t re = HWY_MIN(r1, rb + rows_per_block);
+  for (int64_t rb = 0; rb < x.rows; rb += rows_per_block) {
+    const int64_t re = HWY_MIN(x.rows, rb + rows_per_block);
     const double count = static_cast<double>(re - rb);
-    const VF inv_count = hn::Set(d, static_cast<float>(1.0 / count));
-    for (int64_t j = 0; j < width; j += static_cast<int64_t>(N)) {
-      const size_t valid = static_cast<size_t>(HWY_MIN(static_cast<int64_t>(N), width - j));
-      const float* HWY_RESTRICT col = x + c0 + j;
-      const VF first = LoadPart(d, col + rb * c, valid, 0.0f);
-      VF sum = hn::Zero(d);
-      for (int64_t r = rb + 1; r < re; ++r) {
-        sum = hn::Add(sum, hn::Sub(LoadPart(d, col + r * c, valid, 0.0f), first));
-      }
-      const VF m = hn::MulAdd(sum, inv_count, first);
-      VF a1 = hn::Zero(d), a2 = hn::Zero(d);
-      for (int64_t r = rb; r < re; ++r) {
-        const VF dev = hn::Sub(LoadPart(d, col + r * c, valid, 0.0f), m);
-        a1 = hn::Add(a1, dev);
-        a2 = hn::MulAdd(dev, dev, a2);
-      }
-      hn::Store(m, d, shift + j);
-      hn::Store(a1, d, s1 + j);
-      hn::Store(a2, d, s2 + j);
+    // Pass 1: sums shifted by the block's first run (exact zeros for constant data).
+    const float* HWY_RESTRICT first = x.base + rb * x.stride;
+    for (size_t j = 0; j < len; j += N) {
+      hn::Store(LoadPart(d, first + j, HWY_MIN(N, len - j), 0.0f), d, shift + j);
+      hn::Store(hn::Zero(d), d, sum + j);
     }
-    for (int64_t ch = 0; ch < width; ++ch) {
-      detail::Merge(moments[ch], FinishBlock(count, shift[ch], s1[ch], s2[ch], [&] {
+    for (int64_t r = rb + 1; r < re; ++r) {
+      const float* HWY_RESTRICT run = x.base + r * x.stride;
+      for (size_t j = 0; j < len; j += N) {
+        const VF v = hn::Sub(LoadPart(d, run + j, HWY_MIN(N, len - j), 0.0f), hn::Load(d, shift + j));
+        hn::Store(hn::Add(hn::Load(d, sum + j), v), d, sum + j);
+      }
+    }
+    // The block mean per position replaces the shift; sum becomes sum(x - m).
+    const VF inv_count = hn::Set(d, static_cast<float>(1.0 / count));
+    for (size_t j = 0; j < len; j += N) {
+      hn::Store(hn::MulAdd(hn::Load(d, sum + j), inv_count, hn::Load(d, shift + j)), d, shift + j);
+      hn::Store(hn::Zero(d), d, sum + j);
+      hn::Store(hn::Zero(d), d, s2 + j);
+    }
+    // Pass 2: deviations from the block mean, while the block is in L1/L2.
+    for (int64_t r = rb; r < re; ++r) {
+      const float* HWY_RESTRICT run = x.base + r * x.stride;
+      for (size_t j = 0; j < len; j += N) {
+        const VF dev = hn::Sub(LoadPart(d, run + j, HWY_MIN(N, len - j), 0.0f), hn::Load(d, shift + j));
+        hn::Store(hn::Add(hn::Load(d, sum + j), dev), d, sum + j);
+        hn::Store(hn::MulAdd(dev, dev, hn::Load(d, s2 + j)), d, s2 + j);
+      }
+    }
+    for (size_t pos = 0; pos < len; ++pos) {
+      detail::Merge(per_position[pos], FinishBlock(count, shift[pos], sum[pos], s2[pos], [&] {
         return ExactMoments(count, [&](auto fn) {
-          for (int64_t r = rb; r < re; ++r) fn(x[r * c + c0 + ch]);
+          for (int64_t r = rb; r < re; ++r) fn(x.base[r * x.stride + static_cast<int64_t>(pos)]);
         });
       }));
     }
@@ -139,7 +177,7 @@ namespace bnorm {
 namespace detail {
 namespace {
 HWY_EXPORT(StatsPlane);
-HWY_EXPORT(StatsRows);
+HWY_EXPORT(StatsRegion);
 HWY_EXPORT(StatsTarget);
 }  // namespace
 
@@ -147,9 +185,8 @@ Moments StatsPlane(Plane<const float> x, int64_t k0, int64_t k1) {
   return BNORM_DISPATCH(StatsPlane)(x, k0, k1);
 }
 
-void StatsRows(const float* x, int64_t c, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-               Moments* moments) {
-  BNORM_DISPATCH(StatsRows)(x, c, r0, r1, c0, c1, moments);
+void StatsRegion(Region<const float> x, Moments* per_position) {
+  BNORM_DISPATCH(StatsRegion)(x, per_position);
 }
 
 int64_t StatsTarget() { return BNORM_DISPATCH(StatsTarget)(); }

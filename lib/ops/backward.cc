@@ -40,13 +40,9 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
   const BackwardFinish finish{saved_mean, saved_invstd, gamma, static_cast<double>(p.count),
                               dgamma, dbeta};
 
-  if (!p.nhwc) {
+  if (!p.rows_mode) {
     auto plane = [&](const float* t, int64_t ch) {
       return t ? p.PlaneOf(t, ch) : Plane<const float>{nullptr, p.spatial, 0};
-    };
-    auto dx_pass = [&](int64_t ch, int64_t k0, int64_t k1, float k_dy, float k_xc, float k_0) {
-      BackwardDxPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), p.PlaneOf(dx, ch), k0, k1,
-                      saved_mean[ch], k_dy, k_xc, k_0, stream);
     };
     if (p.chunks == 1) {
       parallel::For(p.c, p.grain, p.serial, [&](int64_t ch) {
@@ -55,7 +51,10 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
                           saved_mean[ch], &sum_dy, &sum_dy_xc);
         float k_dy, k_xc, k_0;
         finish(ch, sum_dy, sum_dy_xc, &k_dy, &k_xc, &k_0);
-        if (dx) dx_pass(ch, 0, p.count, k_dy, k_xc, k_0);
+        if (dx) {
+          BackwardDxPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), p.PlaneOf(dx, ch), 0,
+                          p.count, saved_mean[ch], k_dy, k_xc, k_0, stream);
+        }
       });
       return;
     }
@@ -65,46 +64,66 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
       BackwardSumsPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), p.K0(item), p.K1(item),
                         saved_mean[ch], &sums[2 * item], &sums[2 * item + 1]);
     });
-    float* k = Scratch<float, 2>(static_cast<size_t>(3 * p.c));
+    float* k = Scratch<float, 2>(static_cast<size_t>(3 * p.c));  // k_dy, k_xc, k_0
     for (int64_t ch = 0; ch < p.c; ++ch) {
       double sum_dy = 0, sum_dy_xc = 0;
       for (int64_t item = ch * p.chunks; item < (ch + 1) * p.chunks; ++item) {
         sum_dy += sums[2 * item];
         sum_dy_xc += sums[2 * item + 1];
       }
-      finish(ch, sum_dy, sum_dy_xc, &k[3 * ch], &k[3 * ch + 1], &k[3 * ch + 2]);
+      finish(ch, sum_dy, sum_dy_xc, &k[ch], &k[p.c + ch], &k[2 * p.c + ch]);
     }
     if (!dx) return;
-    parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-      const int64_t ch = p.Channel(item);
-      dx_pass(ch, p.K0(item), p.K1(item), k[3 * ch], k[3 * ch + 1], k[3 * ch + 2]);
+    // dx in memory order, as ApplyAffine.
+    parallel::For(p.Slices(), 1, p.serial, [&](int64_t slice) {
+      BackwardDxSlice(x, dy, mask, dx, p.spatial, p.c, p.V0(slice), p.V1(slice), saved_mean, k,
+                      k + p.c, k + 2 * p.c, stream);
     });
     return;
   }
 
-  // NHWC: sums[chunk][ch] for dy and dy * (x - mean), merged over chunks in order.
+  // Rows: per-position sums of each region, added into sums[chunk * c + ch] in position
+  // order, then over chunks in order; dx over runs with per-position coefficients.
+  const size_t size = static_cast<size_t>(p.PatternSize());
+  float* pattern = Scratch<float, 3>(4 * size);  // mean, k_dy, k_xc, k_0
+  FillPattern(p, saved_mean, 0.0f, pattern);
   double* sum_dy = Scratch<double, 0>(static_cast<size_t>(2 * p.chunks * p.c));
   double* sum_dy_xc = sum_dy + p.chunks * p.c;
   parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-    const int64_t at = p.Chunk(item) * p.c + p.C0(item);
-    BackwardSumsRows(x, dy, mask, p.c, p.R0(item), p.R1(item), p.C0(item), p.C1(item),
-                     saved_mean, sum_dy + at, sum_dy_xc + at);
+    const int64_t at = p.Chunk(item) * p.c;
+    for (int64_t ch = p.FirstChannel(item); ch < p.LastChannel(item); ++ch) {
+      sum_dy[at + ch] = sum_dy_xc[at + ch] = 0;
+    }
+    double pos_dy[kMaxRun], pos_dy_xc[kMaxRun];
+    p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
+                              int64_t col) {
+      const Region<const float> y_region{mask ? mask + offset : nullptr, len, stride, runs};
+      BackwardSumsRegion(Region<const float>{x + offset, len, stride, runs},
+                         Region<const float>{dy + offset, len, stride, runs}, y_region,
+                         pattern + col, pos_dy, pos_dy_xc);
+      for (int64_t pos = 0; pos < len; ++pos) {
+        sum_dy[at + p.ChannelAt(col, pos)] += pos_dy[pos];
+        sum_dy_xc[at + p.ChannelAt(col, pos)] += pos_dy_xc[pos];
+      }
+    });
   });
-  float* k_dy = Scratch<float, 2>(static_cast<size_t>(3 * p.c));
-  float* k_xc = k_dy + p.c;
-  float* k_0 = k_xc + p.c;
+  float* k = Scratch<float, 2>(static_cast<size_t>(3 * p.c));  // k_dy, k_xc, k_0
   for (int64_t ch = 0; ch < p.c; ++ch) {
     double total_dy = 0, total_dy_xc = 0;
     for (int64_t chunk = 0; chunk < p.chunks; ++chunk) {
       total_dy += sum_dy[chunk * p.c + ch];
       total_dy_xc += sum_dy_xc[chunk * p.c + ch];
     }
-    finish(ch, total_dy, total_dy_xc, &k_dy[ch], &k_xc[ch], &k_0[ch]);
+    finish(ch, total_dy, total_dy_xc, &k[ch], &k[p.c + ch], &k[2 * p.c + ch]);
   }
   if (!dx) return;
+  for (int i = 0; i < 3; ++i) FillPattern(p, k + i * p.c, 0.0f, pattern + (i + 1) * size);
   parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-    BackwardDxRows(x, dy, mask, dx, p.c, p.R0(item), p.R1(item), p.C0(item), p.C1(item),
-                   saved_mean, k_dy, k_xc, k_0, stream);
+    p.ForEachRun(item, [&](int64_t offset, int64_t len, int64_t period, int64_t at) {
+      BackwardDxRun(x + offset, dy + offset, mask ? mask + offset : nullptr, dx + offset, len,
+                    pattern + at, pattern + size + at, pattern + 2 * size + at,
+                    pattern + 3 * size + at, period, stream);
+    });
   });
 }
 

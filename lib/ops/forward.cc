@@ -11,17 +11,24 @@ namespace detail {
 void ApplyAffine(const Plan& p, const float* x, float* y, const float* sub, const float* mul,
                  const float* add, bool relu) {
   const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
-  if (!p.nhwc) {
-    parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-      const int64_t ch = p.Channel(item);
-      AffinePlane(p.PlaneOf(x, ch), p.PlaneOf(y, ch), p.K0(item), p.K1(item), sub ? sub[ch] : 0.0f,
-                  mul[ch], add[ch], relu, stream);
+  if (!p.rows_mode) {
+    // In memory order: channel-major walks would jump between images.
+    parallel::For(p.Slices(), 1, p.serial, [&](int64_t slice) {
+      AffineSlice(x, y, p.spatial, p.c, p.V0(slice), p.V1(slice), sub, mul, add, relu, stream);
     });
     return;
   }
+  // Rows: per-channel coefficients laid out as the values of a row (or period).
+  const size_t size = static_cast<size_t>(p.PatternSize());
+  float* pattern = Scratch<float, 3>(3 * size);
+  FillPattern(p, sub, 0.0f, pattern);
+  FillPattern(p, mul, 0.0f, pattern + size);
+  FillPattern(p, add, 0.0f, pattern + 2 * size);
   parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-    AffineRows(x, y, p.c, p.R0(item), p.R1(item), p.C0(item), p.C1(item), sub, mul, add, relu,
-               stream);
+    p.ForEachRun(item, [&](int64_t offset, int64_t len, int64_t period, int64_t at) {
+      AffineRun(x + offset, y + offset, len, pattern + at, pattern + size + at,
+                pattern + 2 * size + at, period, relu, stream);
+    });
   });
 }
 
@@ -62,7 +69,7 @@ void ForwardTrainingOp(const bnorm_shape& s, const float* x, float* y, const flo
   const TrainingFinish finish{gamma, beta, eps, momentum,
                               (flags & BNORM_RUNNING_VAR_BIASED) ? 1.0 : count / (count - 1),
                               running_mean, running_var, saved_mean, saved_invstd};
-  if (!p.nhwc && p.chunks == 1) {
+  if (!p.rows_mode && p.chunks == 1) {
     // A channel fits one item: normalize it right after its statistics, while it is
     // still in cache.
     const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});

@@ -6,7 +6,7 @@ namespace bnorm {
 namespace detail {
 
 void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
-  if (!p.nhwc) {
+  if (!p.rows_mode) {
     if (p.chunks == 1) {  // one item per channel: no partials to merge
       parallel::For(p.c, p.grain, p.serial, [&](int64_t ch) {
         moments[ch] = StatsPlane(p.PlaneOf(x, ch), 0, p.count);
@@ -24,11 +24,18 @@ void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
     }
     return;
   }
-  // NHWC: partial[chunk * c + ch], merged over chunks in order.
+  // Rows: per-position moments of each region, merged into partial[chunk * c + ch] in
+  // position order, then over chunks in order.
   Moments* partial = Scratch<Moments, 0>(static_cast<size_t>(p.chunks * p.c));
   parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-    StatsRows(x, p.c, p.R0(item), p.R1(item), p.C0(item), p.C1(item),
-              partial + p.Chunk(item) * p.c + p.C0(item));
+    Moments* out = partial + p.Chunk(item) * p.c;
+    for (int64_t ch = p.FirstChannel(item); ch < p.LastChannel(item); ++ch) out[ch] = Moments();
+    Moments per_position[kMaxRun];
+    p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
+                              int64_t col) {
+      StatsRegion(Region<const float>{x + offset, len, stride, runs}, per_position);
+      for (int64_t pos = 0; pos < len; ++pos) Merge(out[p.ChannelAt(col, pos)], per_position[pos]);
+    });
   });
   for (int64_t ch = 0; ch < p.c; ++ch) {
     Moments m;

@@ -3,41 +3,67 @@
 
 namespace bnorm {
 namespace detail {
+namespace {
+
+int64_t Gcd(int64_t a, int64_t b) {
+  while (b != 0) {
+    const int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
 
 Plan MakePlan(const bnorm_shape& shape, bool serial_flag) {
   Plan p{};
-  p.n = shape.n;
-  p.c = shape.c;
-  p.spatial = shape.spatial;
-  p.nhwc = shape.layout == bnorm_nhwc;
-  // Fold layouts that are the same memory order: one channel is one contiguous plane;
-  // NCHW with spatial 1 is rows of c channels.
-  if (p.c == 1) {
-    p.nhwc = false;
-    p.spatial = p.n * p.spatial;
-    p.n = 1;
-  } else if (!p.nhwc && p.spatial == 1) {
-    p.nhwc = true;
-  }
-  p.count = p.n * p.spatial;
-  const int64_t values = p.count * p.c;
-  if (p.nhwc) {
-    p.tiles = (p.c + kTile - 1) / kTile;
-    const int64_t width = p.c < kTile ? p.c : kTile;
-    int64_t rows = (kRowChunkValues + width - 1) / width;
-    rows = (rows + 7) / 8 * 8;  // whole statistics blocks (of at least 8 rows)
-    p.chunk_len = rows < p.count ? rows : p.count;
-    p.chunks = (p.count + p.chunk_len - 1) / p.chunk_len;
-    p.grain = 1;
-  } else {
-    p.tiles = 1;
+  const int64_t n = shape.n, c = shape.c, spatial = shape.spatial;
+  p.c = c;
+  p.count = n * spatial;
+  p.serial = serial_flag || p.count * c < kParallelValues;
+  // One channel is one contiguous plane; NHWC and short NCHW planes are rows.
+  p.rows_mode = c > 1 && (shape.layout == bnorm_nhwc || spatial < kMinPlaneSpatial);
+  if (!p.rows_mode) {
+    p.spatial = c == 1 ? p.count : spatial;  // c == 1: the whole tensor is one run
     p.chunk_len = p.count < kChunk ? p.count : kChunk;
-    p.chunks = (p.count + p.chunk_len - 1) / p.chunk_len;
-    // Enough channels per task to be worth a task.
+    p.chunks = CeilDiv(p.count, p.chunk_len);
     p.grain = p.chunk_len >= kParallelValues / 2 ? 1 : kParallelValues / 2 / p.chunk_len;
+    return p;
   }
-  p.serial = serial_flag || values < kParallelValues;
+  p.spatial = 1;
+  p.group = shape.layout == bnorm_nhwc ? 1 : spatial;
+  p.row_len = c * p.group;
+  p.num_rows = p.count / p.group;
+  const int64_t period = p.row_len / Gcd(p.row_len, kLogicalLanes) * kLogicalLanes;
+  int64_t unit;  // rows per chunk are a multiple of this
+  if (period <= kMaxRun) {
+    p.period = period;
+    p.tile = p.row_len;
+    p.tiles = 1;
+    unit = period / p.row_len;
+  } else {
+    // Tiles hold whole channels and whole logical vectors.
+    const int64_t lcm = p.group / Gcd(p.group, kLogicalLanes) * kLogicalLanes;
+    p.tile = kMaxRun / lcm * lcm;
+    p.tiles = CeilDiv(p.row_len, p.tile);
+    unit = 8;
+  }
+  const int64_t width = p.tile < p.row_len ? p.tile : p.row_len;
+  const int64_t rows = CeilDiv(CeilDiv(kRowChunkValues, width), unit) * unit;
+  p.chunk_len = rows < p.num_rows ? rows : p.num_rows;
+  p.chunks = CeilDiv(p.num_rows, p.chunk_len);
+  p.grain = 1;
   return p;
+}
+
+void FillPattern(const Plan& p, const float* per_channel, float fill, float* pattern) {
+  const int64_t size = p.PatternSize();
+  for (int64_t v = 0; v < size; ++v) {
+    pattern[v] = per_channel ? per_channel[p.ChannelAt(0, v)] : fill;
+  }
 }
 
 }  // namespace detail

@@ -13,29 +13,42 @@
 namespace bnorm {
 namespace detail {
 
-// Values per NCHW work item (a chunk of one channel); a multiple of kBlock. A channel
+// Values per plane work item (a chunk of one channel); a multiple of kBlock. A channel
 // that fits one chunk is read once by training (statistics then normalization).
 constexpr int64_t kChunk = 32 * kBlock;
-// Values per NHWC work item, roughly (rows x channel tile).
-constexpr int64_t kRowChunkValues = 64 * 1024;
+// Values per slice of an element-wise pass over a planes tensor in memory order.
+constexpr int64_t kSliceValues = 64 * 1024;
+// Values per rows work item, roughly.
+constexpr int64_t kRowChunkValues = 128 * 1024;
 // Below this many values a call runs on the calling thread (fan-out costs more).
 constexpr int64_t kParallelValues = 64 * 1024;
+// NCHW channels with fewer values per image than this are handled as rows (runs this
+// short would be mostly vector remainders).
+constexpr int64_t kMinPlaneSpatial = 32;
+// Rows are cut into runs whose length is a multiple of this many values (one AVX-512
+// vector, two AVX2, four SSE4 ...): every target then sees the same runs.
+constexpr int64_t kLogicalLanes = 16;
 
-// Work items of one tensor. NCHW: item = (channel, chunk of values k in [k0, k1)).
-// NHWC: item = (chunk of rows [r0, r1), tile of channels [c0, c1)).
+// Work items of one tensor, in one of two modes.
+// Planes (NCHW): item = (channel, chunk of its values [K0, K1)).
+// Rows (NHWC, or NCHW with spatial < kMinPlaneSpatial): the tensor is num_rows rows of
+//   row_len = c * group values, value v of a row belonging to channel v / group.
+//   Flat (period > 0): rows are handled as one contiguous run of period values
+//   (period = lcm(row_len, 16) <= kMaxRun) repeating; item = chunk of rows.
+//   Tiled (period == 0): item = (chunk of rows, tile of values [C0, C1) of each row).
 struct Plan {
-  bool nhwc;
-  int64_t n, c, spatial;  // after folding degenerate layouts (see MakePlan)
-  int64_t count;          // values per channel
-  int64_t chunks;         // chunks per channel (NCHW) or row chunks (NHWC)
-  int64_t chunk_len;      // values (NCHW) or rows (NHWC) per chunk
-  int64_t tiles;          // NHWC channel tiles
+  bool rows_mode;
+  int64_t c, count;       // channels, values per channel
+  int64_t chunks;         // planes: chunks per channel; rows: chunks of rows
+  int64_t chunk_len;      // planes: values per chunk; rows: rows per chunk
+  int64_t spatial;        // planes: values per image; rows: 1
+  int64_t group, row_len, num_rows, period, tile, tiles;  // rows mode
   int64_t grain;          // items per task
   bool serial;            // run on the calling thread
 
-  int64_t items() const { return nhwc ? chunks * tiles : c * chunks; }
+  int64_t items() const { return rows_mode ? chunks * tiles : c * chunks; }
 
-  // NCHW item geometry.
+  // Planes: item geometry.
   int64_t Channel(int64_t item) const { return item / chunks; }
   int64_t K0(int64_t item) const { return (item % chunks) * chunk_len; }
   int64_t K1(int64_t item) const { return Min(count, K0(item) + chunk_len); }
@@ -44,18 +57,59 @@ struct Plan {
     return Plane<T>{base + ch * spatial, spatial, c * spatial};
   }
 
-  // NHWC item geometry.
+  // Planes, element-wise passes: slices of the tensor in memory order.
+  int64_t Slices() const { return (count * c + kSliceValues - 1) / kSliceValues; }
+  int64_t V0(int64_t slice) const { return slice * kSliceValues; }
+  int64_t V1(int64_t slice) const { return Min(count * c, V0(slice) + kSliceValues); }
+
+  // Rows: item geometry.
   int64_t Chunk(int64_t item) const { return item / tiles; }
   int64_t R0(int64_t item) const { return Chunk(item) * chunk_len; }
-  int64_t R1(int64_t item) const { return Min(count, R0(item) + chunk_len); }
-  int64_t C0(int64_t item) const { return (item % tiles) * kTile; }
-  int64_t C1(int64_t item) const { return Min(c, C0(item) + kTile); }
+  int64_t R1(int64_t item) const { return Min(num_rows, R0(item) + chunk_len); }
+  int64_t C0(int64_t item) const { return (item % tiles) * tile; }
+  int64_t C1(int64_t item) const { return Min(row_len, C0(item) + tile); }
+  // Channels [first, last) whose values the item holds.
+  int64_t FirstChannel(int64_t item) const { return period ? 0 : C0(item) / group; }
+  int64_t LastChannel(int64_t item) const { return period ? c : C1(item) / group; }
+  // Channel of position pos of a region starting at row value col.
+  int64_t ChannelAt(int64_t col, int64_t pos) const { return ((col + pos) % row_len) / group; }
+
+  // Calls fn(offset, len, stride, runs, col) for the regions of an item, in order:
+  // `runs` runs of `len` values from value `offset` of the tensor, `stride` apart,
+  // position 0 at value `col` of a row.
+  template <class Fn>
+  void ForEachRegion(int64_t item, Fn fn) const {
+    const int64_t r0 = R0(item), r1 = R1(item);
+    if (period == 0) return fn(r0 * row_len + C0(item), C1(item) - C0(item), row_len, r1 - r0, C0(item));
+    const int64_t values = (r1 - r0) * row_len;
+    const int64_t runs = values / period;
+    if (runs > 0) fn(r0 * row_len, period, period, runs, int64_t{0});
+    const int64_t rest = (values - runs * period) / row_len;  // rows after the last full run
+    if (rest > 0) fn(r0 * row_len + runs * period, row_len, row_len, rest, int64_t{0});
+  }
+
+  // Calls fn(offset, len, period, pattern_offset) for the contiguous runs of an item:
+  // values [offset, offset + len) of the tensor use pattern values from
+  // pattern_offset, repeating every `period`.
+  template <class Fn>
+  void ForEachRun(int64_t item, Fn fn) const {
+    const int64_t r0 = R0(item), r1 = R1(item);
+    if (period) return fn(r0 * row_len, (r1 - r0) * row_len, period, int64_t{0});
+    for (int64_t r = r0; r < r1; ++r) fn(r * row_len + C0(item), C1(item) - C0(item), C1(item) - C0(item), C0(item));
+  }
+
+  // Values of the per-position patterns: a row, or a period, plus padding.
+  int64_t PatternSize() const { return (period > row_len ? period : row_len) + kPatternPad; }
 
   static int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 };
 
 // Returns the plan for a validated, non-empty shape. `serial_flag`: BNORM_SERIAL.
 Plan MakePlan(const bnorm_shape& shape, bool serial_flag);
+
+// Writes pattern[v] = per_channel[channel of row value v] for v in [0, PatternSize()),
+// with per_channel null meaning `fill`.
+void FillPattern(const Plan& p, const float* per_channel, float fill, float* pattern);
 
 // Returns this thread's scratch of at least `size` T, grown (never shrunk) as needed:
 // no allocation once a thread has seen its largest shape. `slot` separates buffers
