@@ -98,34 +98,71 @@ void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx,
   if (stream) hwy::FlushStream();
 }
 
+// Adds the block sums of dy' and dy' * (x - mean) of `valid` columns (one vector)
+// over `runs` runs to g and h. Padding lanes (dy = 0) contribute 0.
+HWY_INLINE void ColumnGrad1(DF d, const float* HWY_RESTRICT px, const float* HWY_RESTRICT pdy,
+                            const float* HWY_RESTRICT py, int64_t stride, int64_t runs,
+                            size_t valid, VF mean, float* HWY_RESTRICT g, float* HWY_RESTRICT h) {
+  const bool relu = py != nullptr;
+  VF a = hn::Zero(d), b = hn::Zero(d);
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t o = r * stride;
+    const VF gi = MaskedDy(d, LoadPart(d, pdy + o, valid, 0.0f), relu,
+                           [&] { return LoadPart(d, py + o, valid, 1.0f); });
+    a = hn::Add(a, gi);
+    b = hn::MulAdd(gi, hn::Sub(LoadPart(d, px + o, valid, 0.0f), mean), b);
+  }
+  hn::Store(a, d, g);
+  hn::Store(b, d, h);
+}
+
+// As ColumnGrad1 for two whole vectors of columns (independent chains).
+HWY_INLINE void ColumnGrad2(DF d, const float* HWY_RESTRICT px, const float* HWY_RESTRICT pdy,
+                            const float* HWY_RESTRICT py, int64_t stride, int64_t runs,
+                            VF mean0, VF mean1, float* HWY_RESTRICT g, float* HWY_RESTRICT h) {
+  const size_t N = hn::Lanes(d);
+  const bool relu = py != nullptr;
+  VF a0 = hn::Zero(d), b0 = hn::Zero(d), a1 = hn::Zero(d), b1 = hn::Zero(d);
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t o = r * stride;
+    const VF g0 = MaskedDy(d, hn::LoadU(d, pdy + o), relu, [&] { return hn::LoadU(d, py + o); });
+    const VF g1 = MaskedDy(d, hn::LoadU(d, pdy + o + N), relu,
+                           [&] { return hn::LoadU(d, py + o + N); });
+    a0 = hn::Add(a0, g0);
+    a1 = hn::Add(a1, g1);
+    b0 = hn::MulAdd(g0, hn::Sub(hn::LoadU(d, px + o), mean0), b0);
+    b1 = hn::MulAdd(g1, hn::Sub(hn::LoadU(d, px + o + N), mean1), b1);
+  }
+  hn::Store(a0, d, g);
+  hn::Store(a1, d, g + N);
+  hn::Store(b0, d, h);
+  hn::Store(b1, d, h + N);
+}
+
 void BackwardSumsRegion(detail::Region<const float> x, detail::Region<const float> dy,
                         detail::Region<const float> y, const float* HWY_RESTRICT mean,
                         double* HWY_RESTRICT sum_dy, double* HWY_RESTRICT sum_dy_xc) {
   const DF d;
   const size_t N = hn::Lanes(d);
-  const bool relu = y.base != nullptr;
   const size_t len = static_cast<size_t>(x.len);
   const int64_t rows_per_block = RowsPerBlock(x.len);
   HWY_ALIGN float b_dy[detail::kMaxRun + kMaxLanes], b_dy_xc[detail::kMaxRun + kMaxLanes];
   for (size_t pos = 0; pos < len; ++pos) sum_dy[pos] = sum_dy_xc[pos] = 0;
   for (int64_t rb = 0; rb < x.rows; rb += rows_per_block) {
-    const int64_t re = HWY_MIN(x.rows, rb + rows_per_block);
-    for (size_t j = 0; j < len; j += N) {
-      hn::Store(hn::Zero(d), d, b_dy + j);
-      hn::Store(hn::Zero(d), d, b_dy_xc + j);
+    const int64_t runs = HWY_MIN(x.rows, rb + rows_per_block) - rb;
+    const float* HWY_RESTRICT px = x.base + rb * x.stride;
+    const float* HWY_RESTRICT pdy = dy.base + rb * dy.stride;
+    const float* HWY_RESTRICT py = y.base ? y.base + rb * y.stride : nullptr;
+    // Float32 block sums a few columns at a time (sums in registers), then float64.
+    size_t j = 0;
+    for (; j + 2 * N <= len; j += 2 * N) {
+      ColumnGrad2(d, px + j, pdy + j, py ? py + j : nullptr, x.stride, runs,
+                  hn::LoadU(d, mean + j), hn::LoadU(d, mean + j + N), b_dy + j, b_dy_xc + j);
     }
-    for (int64_t r = rb; r < re; ++r) {
-      const float* HWY_RESTRICT px = x.base + r * x.stride;
-      const float* HWY_RESTRICT pdy = dy.base + r * dy.stride;
-      const float* HWY_RESTRICT py = relu ? y.base + r * y.stride : nullptr;
-      for (size_t j = 0; j < len; j += N) {
-        const size_t valid = HWY_MIN(N, len - j);
-        const VF g = MaskedDy(d, LoadPart(d, pdy + j, valid, 0.0f), relu,
-                              [&] { return LoadPart(d, py + j, valid, 1.0f); });
-        const VF xc = hn::Sub(LoadPart(d, px + j, valid, 0.0f), LoadPart(d, mean + j, valid, 0.0f));
-        hn::Store(hn::Add(hn::Load(d, b_dy + j), g), d, b_dy + j);
-        hn::Store(hn::MulAdd(g, xc, hn::Load(d, b_dy_xc + j)), d, b_dy_xc + j);
-      }
+    for (; j < len; j += N) {
+      const size_t valid = HWY_MIN(N, len - j);
+      ColumnGrad1(d, px + j, pdy + j, py ? py + j : nullptr, x.stride, runs, valid,
+                  LoadPart(d, mean + j, valid, 0.0f), b_dy + j, b_dy_xc + j);
     }
     for (size_t pos = 0; pos < len; ++pos) {
       sum_dy[pos] += b_dy[pos];

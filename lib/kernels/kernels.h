@@ -13,7 +13,7 @@ namespace detail {
 
 // Values per statistics block: a block is reduced in float32 (two passes while it
 // sits in L1), blocks are merged in float64 with Chan's formula, in order.
-constexpr int64_t kBlock = 2048;
+constexpr int64_t kBlock = 8192;
 
 // One channel of an NCHW tensor: its k-th value (k in [0, n*spatial)) lives at
 // base[(k / spatial) * stride + k % spatial], stride = c * spatial.
@@ -36,7 +36,8 @@ inline void Merge(Moments& a, const Moments& b) {
     return;
   }
   const double count = a.count + b.count;
-  const double wb = b.count / count, wa = a.count / count;
+  const double inv = 1.0 / count;
+  const double wb = b.count * inv, wa = a.count * inv;
   if (!std::isfinite(a.mean) || !std::isfinite(b.mean)) {
     // Inf or NaN data: the mean is what IEEE gives for the sum (+Inf stays +Inf,
     // +Inf with -Inf is NaN), the variance is NaN, as a two-pass float64 gives.

@@ -112,6 +112,73 @@ detail::Moments StatsPlane(detail::Plane<const float> x, int64_t k0, int64_t k1)
   return total;
 }
 
+// Two-pass sums of `valid` columns (one vector) over `runs` runs at `stride` of a block:
+// m = block mean (first run + sum(x - first run) / runs: exact for constant data),
+// s1 = sum(x - m), s2 = sum((x - m)^2). Lanes past `valid` are 0.
+HWY_INLINE void ColumnSums1(DF d, const float* HWY_RESTRICT p, int64_t stride, int64_t runs,
+                            size_t valid, VF inv_count, float* HWY_RESTRICT m,
+                            float* HWY_RESTRICT s1, float* HWY_RESTRICT s2) {
+  const VF first = LoadPart(d, p, valid, 0.0f);
+  VF a = hn::Zero(d);
+  for (int64_t r = 1; r < runs; ++r) a = hn::Add(a, hn::Sub(LoadPart(d, p + r * stride, valid, 0.0f), first));
+  const VF mean = hn::MulAdd(a, inv_count, first);
+  VF b1 = hn::Zero(d), b2 = hn::Zero(d);
+  for (int64_t r = 0; r < runs; ++r) {
+    const VF dev = hn::Sub(LoadPart(d, p + r * stride, valid, 0.0f), mean);
+    b1 = hn::Add(b1, dev);
+    b2 = hn::MulAdd(dev, dev, b2);
+  }
+  hn::Store(mean, d, m);
+  hn::Store(b1, d, s1);
+  hn::Store(b2, d, s2);
+}
+
+// As ColumnSums1 for four whole vectors of columns (four independent chains).
+HWY_INLINE void ColumnSums4(DF d, const float* HWY_RESTRICT p, int64_t stride, int64_t runs,
+                            VF inv_count, float* HWY_RESTRICT m, float* HWY_RESTRICT s1,
+                            float* HWY_RESTRICT s2) {
+  const size_t N = hn::Lanes(d);
+  const VF f0 = hn::LoadU(d, p), f1 = hn::LoadU(d, p + N), f2 = hn::LoadU(d, p + 2 * N),
+           f3 = hn::LoadU(d, p + 3 * N);
+  VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  for (int64_t r = 1; r < runs; ++r) {
+    const float* HWY_RESTRICT q = p + r * stride;
+    a0 = hn::Add(a0, hn::Sub(hn::LoadU(d, q), f0));
+    a1 = hn::Add(a1, hn::Sub(hn::LoadU(d, q + N), f1));
+    a2 = hn::Add(a2, hn::Sub(hn::LoadU(d, q + 2 * N), f2));
+    a3 = hn::Add(a3, hn::Sub(hn::LoadU(d, q + 3 * N), f3));
+  }
+  const VF m0 = hn::MulAdd(a0, inv_count, f0), m1 = hn::MulAdd(a1, inv_count, f1),
+           m2 = hn::MulAdd(a2, inv_count, f2), m3 = hn::MulAdd(a3, inv_count, f3);
+  VF b0 = hn::Zero(d), b1 = hn::Zero(d), b2 = hn::Zero(d), b3 = hn::Zero(d);
+  VF c0 = hn::Zero(d), c1 = hn::Zero(d), c2 = hn::Zero(d), c3 = hn::Zero(d);
+  for (int64_t r = 0; r < runs; ++r) {
+    const float* HWY_RESTRICT q = p + r * stride;
+    const VF d0 = hn::Sub(hn::LoadU(d, q), m0), d1 = hn::Sub(hn::LoadU(d, q + N), m1),
+             d2 = hn::Sub(hn::LoadU(d, q + 2 * N), m2), d3 = hn::Sub(hn::LoadU(d, q + 3 * N), m3);
+    b0 = hn::Add(b0, d0);
+    b1 = hn::Add(b1, d1);
+    b2 = hn::Add(b2, d2);
+    b3 = hn::Add(b3, d3);
+    c0 = hn::MulAdd(d0, d0, c0);
+    c1 = hn::MulAdd(d1, d1, c1);
+    c2 = hn::MulAdd(d2, d2, c2);
+    c3 = hn::MulAdd(d3, d3, c3);
+  }
+  hn::Store(m0, d, m);
+  hn::Store(m1, d, m + N);
+  hn::Store(m2, d, m + 2 * N);
+  hn::Store(m3, d, m + 3 * N);
+  hn::Store(b0, d, s1);
+  hn::Store(b1, d, s1 + N);
+  hn::Store(b2, d, s1 + 2 * N);
+  hn::Store(b3, d, s1 + 3 * N);
+  hn::Store(c0, d, s2);
+  hn::Store(c1, d, s2 + N);
+  hn::Store(c2, d, s2 + 2 * N);
+  hn::Store(c3, d, s2 + 3 * N);
+}
+
 void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT per_position) {
   const DF d;
   const size_t N = hn::Lanes(d);
@@ -120,48 +187,61 @@ void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT pe
   // Per-position float32 sums of one block; lanes past len stay 0 (padding loads 0).
   HWY_ALIGN float shift[detail::kMaxRun + kMaxLanes], sum[detail::kMaxRun + kMaxLanes],
       s2[detail::kMaxRun + kMaxLanes];
-  for (size_t pos = 0; pos < len; ++pos) per_position[pos] = detail::Moments();
+  // Running moments per position (float64, one count for all positions).
+  HWY_ALIGN double mean[detail::kMaxRun], var[detail::kMaxRun];
+  for (size_t pos = 0; pos < len; ++pos) mean[pos] = var[pos] = 0;
+  double total = 0;
+  bool non_finite = false;  // Inf/NaN seen: merge position by position from then on
 
   for (int64_t rb = 0; rb < x.rows; rb += rows_per_block) {
     const int64_t re = HWY_MIN(x.rows, rb + rows_per_block);
     const double count = static_cast<double>(re - rb);
-    // Pass 1: sums shifted by the block's first run (exact zeros for constant data).
-    const float* HWY_RESTRICT first = x.base + rb * x.stride;
-    for (size_t j = 0; j < len; j += N) {
-      hn::Store(LoadPart(d, first + j, HWY_MIN(N, len - j), 0.0f), d, shift + j);
-      hn::Store(hn::Zero(d), d, sum + j);
-    }
-    for (int64_t r = rb + 1; r < re; ++r) {
-      const float* HWY_RESTRICT run = x.base + r * x.stride;
-      for (size_t j = 0; j < len; j += N) {
-        const VF v = hn::Sub(LoadPart(d, run + j, HWY_MIN(N, len - j), 0.0f), hn::Load(d, shift + j));
-        hn::Store(hn::Add(hn::Load(d, sum + j), v), d, sum + j);
-      }
-    }
-    // The block mean per position replaces the shift; sum becomes sum(x - m).
+    // Two passes over the block, a few columns at a time so the sums stay in registers.
+    const float* HWY_RESTRICT block = x.base + rb * x.stride;
+    const int64_t runs = re - rb;
     const VF inv_count = hn::Set(d, static_cast<float>(1.0 / count));
-    for (size_t j = 0; j < len; j += N) {
-      hn::Store(hn::MulAdd(hn::Load(d, sum + j), inv_count, hn::Load(d, shift + j)), d, shift + j);
-      hn::Store(hn::Zero(d), d, sum + j);
-      hn::Store(hn::Zero(d), d, s2 + j);
+    size_t j = 0;
+    for (; j + 4 * N <= len; j += 4 * N) {
+      ColumnSums4(d, block + j, x.stride, runs, inv_count, shift + j, sum + j, s2 + j);
     }
-    // Pass 2: deviations from the block mean, while the block is in L1/L2.
-    for (int64_t r = rb; r < re; ++r) {
-      const float* HWY_RESTRICT run = x.base + r * x.stride;
-      for (size_t j = 0; j < len; j += N) {
-        const VF dev = hn::Sub(LoadPart(d, run + j, HWY_MIN(N, len - j), 0.0f), hn::Load(d, shift + j));
-        hn::Store(hn::Add(hn::Load(d, sum + j), dev), d, sum + j);
-        hn::Store(hn::MulAdd(dev, dev, hn::Load(d, s2 + j)), d, s2 + j);
+    for (; j < len; j += N) {
+      ColumnSums1(d, block + j, x.stride, runs, HWY_MIN(N, len - j), inv_count, shift + j,
+                  sum + j, s2 + j);
+    }
+    // Fold the block into the running moments: a float64 loop over positions that
+    // vectorizes (all positions share the counts), unless the block overflowed float32
+    // or the data is not finite, where each position goes through FinishBlock/Merge.
+    bool finite = !non_finite;
+    for (size_t j = 0; finite && j < len; j += N) {
+      finite = hn::AllTrue(d, hn::And(hn::IsFinite(hn::Load(d, sum + j)),
+                                      hn::IsFinite(hn::Load(d, s2 + j))));
+    }
+    if (finite) {
+      const double wb = count / (total + count), wa = total / (total + count);
+      for (size_t pos = 0; pos < len; ++pos) {
+        const double d1 = sum[pos] / count;
+        const double block_mean = shift[pos] + d1;
+        const double block_var = HWY_MAX(s2[pos] / count - d1 * d1, 0.0);
+        const double delta = block_mean - mean[pos];
+        mean[pos] += delta * wb;
+        var[pos] = wa * var[pos] + wb * block_var + wa * wb * delta * delta;
+      }
+    } else {
+      non_finite = true;
+      for (size_t pos = 0; pos < len; ++pos) {
+        detail::Moments m{total, mean[pos], var[pos]};
+        detail::Merge(m, FinishBlock(count, shift[pos], sum[pos], s2[pos], [&] {
+          return ExactMoments(count, [&](auto fn) {
+            for (int64_t r = rb; r < re; ++r) fn(x.base[r * x.stride + static_cast<int64_t>(pos)]);
+          });
+        }));
+        mean[pos] = m.mean;
+        var[pos] = m.var;
       }
     }
-    for (size_t pos = 0; pos < len; ++pos) {
-      detail::Merge(per_position[pos], FinishBlock(count, shift[pos], sum[pos], s2[pos], [&] {
-        return ExactMoments(count, [&](auto fn) {
-          for (int64_t r = rb; r < re; ++r) fn(x.base[r * x.stride + static_cast<int64_t>(pos)]);
-        });
-      }));
-    }
+    total += count;
   }
+  for (size_t pos = 0; pos < len; ++pos) per_position[pos] = detail::Moments{total, mean[pos], var[pos]};
 }
 
 int64_t StatsTarget() { return HWY_TARGET; }

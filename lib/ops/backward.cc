@@ -44,8 +44,8 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
     auto plane = [&](const float* t, int64_t ch) {
       return t ? p.PlaneOf(t, ch) : Plane<const float>{nullptr, p.spatial, 0};
     };
-    if (p.chunks == 1) {
-      parallel::For(p.c, p.grain, p.serial, [&](int64_t ch) {
+    if (p.fused()) {  // dx right after the sums, while the channel is in cache
+      parallel::For(p.c, p.fused_grain(), p.serial, [&](int64_t ch) {
         double sum_dy, sum_dy_xc;
         BackwardSumsPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), 0, p.count,
                           saved_mean[ch], &sum_dy, &sum_dy_xc);
@@ -101,10 +101,10 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
       BackwardSumsRegion(Region<const float>{x + offset, len, stride, runs},
                          Region<const float>{dy + offset, len, stride, runs}, y_region,
                          pattern + col, pos_dy, pos_dy_xc);
-      for (int64_t pos = 0; pos < len; ++pos) {
-        sum_dy[at + p.ChannelAt(col, pos)] += pos_dy[pos];
-        sum_dy_xc[at + p.ChannelAt(col, pos)] += pos_dy_xc[pos];
-      }
+      p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) {
+        sum_dy[at + ch] += pos_dy[pos];
+        sum_dy_xc[at + ch] += pos_dy_xc[pos];
+      });
     });
   });
   float* k = Scratch<float, 2>(static_cast<size_t>(3 * p.c));  // k_dy, k_xc, k_0

@@ -69,11 +69,10 @@ void ForwardTrainingOp(const bnorm_shape& s, const float* x, float* y, const flo
   const TrainingFinish finish{gamma, beta, eps, momentum,
                               (flags & BNORM_RUNNING_VAR_BIASED) ? 1.0 : count / (count - 1),
                               running_mean, running_var, saved_mean, saved_invstd};
-  if (!p.rows_mode && p.chunks == 1) {
-    // A channel fits one item: normalize it right after its statistics, while it is
-    // still in cache.
+  if (p.fused()) {
+    // Normalize each channel right after its statistics, while it is still in cache.
     const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
-    parallel::For(p.c, p.grain, p.serial, [&](int64_t ch) {
+    parallel::For(p.c, p.fused_grain(), p.serial, [&](int64_t ch) {
       float sub, mul, add;
       finish(ch, StatsPlane(p.PlaneOf(x, ch), 0, p.count), &sub, &mul, &add);
       AffinePlane(p.PlaneOf(x, ch), p.PlaneOf(y, ch), 0, p.count, sub, mul, add, relu, stream);

@@ -34,7 +34,7 @@ void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
     p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
                               int64_t col) {
       StatsRegion(Region<const float>{x + offset, len, stride, runs}, per_position);
-      for (int64_t pos = 0; pos < len; ++pos) Merge(out[p.ChannelAt(col, pos)], per_position[pos]);
+      p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) { Merge(out[ch], per_position[pos]); });
     });
   });
   for (int64_t ch = 0; ch < p.c; ++ch) {

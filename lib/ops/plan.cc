@@ -60,10 +60,9 @@ Plan MakePlan(const bnorm_shape& shape, bool serial_flag) {
 }
 
 void FillPattern(const Plan& p, const float* per_channel, float fill, float* pattern) {
-  const int64_t size = p.PatternSize();
-  for (int64_t v = 0; v < size; ++v) {
-    pattern[v] = per_channel ? per_channel[p.ChannelAt(0, v)] : fill;
-  }
+  p.ForEachPosition(0, p.PatternSize(), [&](int64_t v, int64_t ch) {
+    pattern[v] = per_channel ? per_channel[ch] : fill;
+  });
 }
 
 }  // namespace detail
