@@ -120,16 +120,6 @@ HWY_INLINE void Visit4(D d, size_t len, Body4 body4, Body1 body1) {
   for (; i < len; i += N) body1(i, HWY_MIN(N, len - i));
 }
 
-// Walks a run of `len` values a vector at a time: body(j, valid), valid == Lanes(d)
-// (known to the compiler in the main loop) but for a last partial vector.
-template <class D, class Body>
-HWY_INLINE void ForVectors(D d, size_t len, Body body) {
-  const size_t N = hn::Lanes(d);
-  size_t j = 0;
-  for (; j + N <= len; j += N) body(j, N);
-  if (j < len) body(j, len - j);
-}
-
 // Returns the coefficient vector at phase `ph` of a pattern (see detail::kPatternPad).
 HWY_INLINE VF Coef(DF d, const float* HWY_RESTRICT pattern, size_t ph) {
   return hn::LoadU(d, pattern + ph);
