@@ -17,9 +17,13 @@ extern "C" {
 #define BNORM_API __attribute__((visibility("default")))
 #endif
 
+/* The version of these headers; bnorm_version() gives the library's at run time. */
 #define BNORM_VERSION_MAJOR 0
 #define BNORM_VERSION_MINOR 1
 #define BNORM_VERSION_PATCH 0
+#define BNORM_VERSION_STRING "0.1.0"
+#define BNORM_VERSION \
+  (BNORM_VERSION_MAJOR * 10000 + BNORM_VERSION_MINOR * 100 + BNORM_VERSION_PATCH)
 
 typedef enum bnorm_status {
   bnorm_success = 0,
@@ -42,6 +46,9 @@ typedef struct bnorm_shape {
 #define BNORM_FUSE_RELU 1u          /* y = max(y, 0); backward masks dy where y <= 0 */
 #define BNORM_RUNNING_VAR_BIASED 2u /* running_var tracks M2/count, not M2/(count-1) */
 #define BNORM_SERIAL 4u             /* run on the calling thread only */
+
+/* Returns the library's version, "MAJOR.MINOR.PATCH". */
+BNORM_API const char* bnorm_version(void);
 
 /* Returns a static, human-readable name of `s` ("invalid argument", ...). */
 BNORM_API const char* bnorm_status_string(bnorm_status s);

@@ -219,6 +219,8 @@ using bnorm::detail::Validator;
 
 extern "C" {
 
+const char* bnorm_version(void) { return BNORM_PROJECT_VERSION; }
+
 const char* bnorm_status_string(bnorm_status s) {
   switch (s) {
     case bnorm_success: return "success";
