@@ -1,16 +1,27 @@
-// Google Benchmark suite of bnorm: operations x layouts x real network shapes, one row
-// per target for the main shapes, cold and hot cache, oneDNN rows when available.
-// Counters: bytes_per_second on the least DRAM traffic, and "roofline" = that rate /
-// this binary's measured non-temporal copy bandwidth ("vs_copy": / plain copy).
-// Extra flag: --bnorm_threads=K limits bnorm (and the copy roofline) to K threads.
+// Google Benchmark suite of bnorm: every operation x layout x real network shape
+// (workload::DefaultWorkloads: ResNet-50 stages, batch-1 inference, BatchNorm1d, large
+// spatial), cold cache (rotating over >= 4x the LLC, at least 256 MiB) and hot; one row
+// per compiled target for the main shapes; oneDNN rows on the same shapes, layouts and
+// buffers when built with it (for NCHW also "onednn16c": oneDNN in its blocked nChw16c
+// layout, where its JIT kernels run; on plain NCHW oneDNN 2.6 runs generic C++ code).
+// Counters: bytes_per_second on the minimal traffic (workload::TrafficModel: inference
+// and affine 2T, training 3T, backward 3T, moments 1T), "roofline" = that rate / this
+// binary's non-temporal copy bandwidth (measured at start), "vs_copy" = / plain copy,
+// and on bnorm rows "x_onednn" = bnorm rate / oneDNN rate of the same case (measured
+// just before, so it is missing when a filter leaves the oneDNN row out).
+// A summary table (bnorm vs oneDNN per case, then GB/s per target) ends the run, on
+// stdout (stderr when --benchmark_format is not console).
+// Extra flag: --bnorm_threads=K limits bnorm, oneDNN and the copy roofline to K threads.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,8 +34,7 @@
 #define BNORM_HAVE_DNNL 0
 #endif
 #if BNORM_HAVE_DNNL
-#include <oneapi/dnnl/dnnl.hpp>
-#include <unordered_map>
+#include "bench/dnnl_peer.h"
 #endif
 
 namespace bnorm {
@@ -49,17 +59,42 @@ bool Applies(Op op, const Workload& w) {
   return op != Op::kTraining || w.n * w.spatial >= 2;
 }
 
+// One case of the suite: an operation on a shape in a layout, in a cache regime.
+struct Case {
+  Op op;
+  Workload shape;
+  bnorm_layout layout;
+  bool cold;
+  std::string Key() const {
+    return std::string(workload::OpName(op)) + "/" + LayoutName(layout) + "/" +
+           workload::ShapeString(shape.n, shape.c, shape.spatial) + (cold ? "/cold" : "/hot");
+  }
+};
+
+// GB/s of the last finished run of every benchmark, by case key and implementation
+// ("best", a target name, "onednn"): the x_onednn counter and the summary read them.
+std::map<std::string, std::map<std::string, double>>& Results() {
+  static std::map<std::string, std::map<std::string, double>> results;
+  return results;
+}
+std::vector<Case>& Cases() {  // in registration order
+  static std::vector<Case> cases;
+  return cases;
+}
+
 // Sets bytes_per_second from `traffic_bytes` per iteration, and the dimensionless
 // roofline (rate / non-temporal copy) and vs_copy (rate / plain copy) from the wall
 // time of the timing loop, `seconds` (a kIsRate counter would print as "/s").
-void SetCounters(benchmark::State& state, double traffic_bytes, double seconds) {
+// Returns the rate in GB/s.
+double SetCounters(benchmark::State& state, double traffic_bytes, double seconds) {
   const double bytes = traffic_bytes * static_cast<double>(state.iterations());
   state.SetBytesProcessed(static_cast<int64_t>(bytes));
-  if (g_bandwidth.copy_nt_gbs > 0 && seconds > 0) {
-    const double gbs = bytes / seconds * 1e-9;
+  const double gbs = seconds > 0 ? bytes / seconds * 1e-9 : 0;
+  if (g_bandwidth.copy_nt_gbs > 0 && gbs > 0) {
     state.counters["roofline"] = gbs / g_bandwidth.copy_nt_gbs;
     state.counters["vs_copy"] = gbs / g_bandwidth.copy_gbs;
   }
+  return gbs;
 }
 
 double Seconds(std::chrono::steady_clock::time_point start) {
@@ -68,8 +103,7 @@ double Seconds(std::chrono::steady_clock::time_point start) {
 
 // Times one bnorm operation. `target` empty: the library's best; otherwise it is
 // selected for this benchmark and the default restored afterwards.
-void BM_Bnorm(benchmark::State& state, Op op, const Workload& w, bnorm_layout layout,
-              const std::string& target, bool cold) {
+void BM_Bnorm(benchmark::State& state, const Case& c, const std::string& target) {
   if (!target.empty()) {
     if (bnorm_set_target(target.c_str()) != bnorm_success) {
       state.SkipWithError((target + " unsupported here: " + bnorm_last_error()).c_str());
@@ -83,8 +117,8 @@ void BM_Bnorm(benchmark::State& state, Op op, const Workload& w, bnorm_layout la
     }
   }
   GlobalPool().Reserve(g_pool_floats);
-  const bnorm_shape shape{w.n, w.c, w.spatial, layout};
-  workload::Runner runner(GlobalPool(), op, shape, cold, roofline::ColdBytes());
+  const bnorm_shape shape{c.shape.n, c.shape.c, c.shape.spatial, c.layout};
+  workload::Runner runner(GlobalPool(), c.op, shape, c.cold, roofline::ColdBytes());
   bnorm_status st = runner.ok() ? runner.Run(0) : bnorm_out_of_memory;  // warm-up
   int64_t set = 1;
   const auto start = std::chrono::steady_clock::now();
@@ -96,8 +130,12 @@ void BM_Bnorm(benchmark::State& state, Op op, const Workload& w, bnorm_layout la
   if (st != bnorm_success) {
     state.SkipWithError((std::string(bnorm_status_string(st)) + ": " + bnorm_last_error()).c_str());
   } else {
-    SetCounters(state, runner.TrafficBytes(), seconds);
-    state.SetLabel(std::string(bnorm_active_target()) + " " + w.name);
+    const double gbs = SetCounters(state, runner.TrafficBytes(), seconds);
+    std::map<std::string, double>& results = Results()[c.Key()];
+    results[target.empty() ? "best" : target] = gbs;
+    const auto dnnl = results.find("onednn");
+    if (dnnl != results.end() && dnnl->second > 0) state.counters["x_onednn"] = gbs / dnnl->second;
+    state.SetLabel(std::string(bnorm_active_target()) + " " + c.shape.name);
   }
   if (!target.empty()) bnorm_set_target("");
 }
@@ -105,148 +143,195 @@ void BM_Bnorm(benchmark::State& state, Op op, const Workload& w, bnorm_layout la
 #if BNORM_HAVE_DNNL
 // Times oneDNN's batch normalization on the same shapes, buffers and traffic model:
 // forward inference (global stats, scale, shift), forward training, backward (diffs of
-// src, scale, shift). Threads are oneDNN's own runtime's (OpenMP in Debian's build).
-void BM_Dnnl(benchmark::State& state, Op op, const Workload& w, bnorm_layout layout, bool cold) {
-  using dnnl::memory;
-  using dnnl::normalization_flags;
-  using dnnl::prop_kind;
+// src, scale, shift). Threads: oneDNN's own runtime (OpenMP in Debian's build), set to
+// bnorm's count in main.
+// `blocked`: oneDNN's nChw16c layout in the same buffers instead of the case's layout.
+void BM_Dnnl(benchmark::State& state, const Case& c, bool blocked) {
   try {
     GlobalPool().Reserve(g_pool_floats);
-    const bnorm_shape shape{w.n, w.c, w.spatial, layout};
-    workload::Runner runner(GlobalPool(), op, shape, cold, roofline::ColdBytes());
+    const bnorm_shape shape{c.shape.n, c.shape.c, c.shape.spatial, c.layout};
+    workload::Runner runner(GlobalPool(), c.op, shape, c.cold, roofline::ColdBytes());
     if (!runner.ok()) {
       state.SkipWithError("out of memory");
       return;
     }
-    dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-    dnnl::stream stream(engine);
-    const memory::desc md(
-        {w.n, w.c, w.spatial, 1}, memory::data_type::f32,
-        layout == bnorm_nchw ? memory::format_tag::nchw : memory::format_tag::nhwc);
-    const memory::desc cd({w.c}, memory::data_type::f32, memory::format_tag::a);
-    std::vector<float> mean(w.c, 0.0f), var(w.c, 1.0f), scale(w.c, 1.5f), shift(w.c, 0.25f),
-        dscale(w.c), dshift(w.c);
-    memory src(md, engine, runner.Buffer(0, 0)), dst(md, engine, runner.Buffer(0, 1)),
-        diff_src(md, engine, runner.Buffer(0, 1));
-    memory mean_m(cd, engine, mean.data()), var_m(cd, engine, var.data()),
-        scale_m(cd, engine, scale.data()), shift_m(cd, engine, shift.data()),
-        dscale_m(cd, engine, dscale.data()), dshift_m(cd, engine, dshift.data());
-    const normalization_flags ss = normalization_flags::use_scale | normalization_flags::use_shift;
-    dnnl::primitive prim;
-    std::unordered_map<int, memory> args;
-    if (op == Op::kInference) {
-      const dnnl::batch_normalization_forward::primitive_desc pd(
-          {prop_kind::forward_inference, md, 1e-5f, ss | normalization_flags::use_global_stats},
-          engine);
-      prim = dnnl::batch_normalization_forward(pd);
-      args = {{DNNL_ARG_SRC, src},        {DNNL_ARG_DST, dst},       {DNNL_ARG_MEAN, mean_m},
-              {DNNL_ARG_VARIANCE, var_m}, {DNNL_ARG_SCALE, scale_m}, {DNNL_ARG_SHIFT, shift_m}};
-    } else {
-      const dnnl::batch_normalization_forward::primitive_desc fwd_pd(
-          {prop_kind::forward_training, md, 1e-5f, ss}, engine);
-      if (op == Op::kTraining) {
-        prim = dnnl::batch_normalization_forward(fwd_pd);
-        args = {{DNNL_ARG_SRC, src},        {DNNL_ARG_DST, dst},       {DNNL_ARG_MEAN, mean_m},
-                {DNNL_ARG_VARIANCE, var_m}, {DNNL_ARG_SCALE, scale_m}, {DNNL_ARG_SHIFT, shift_m}};
-      } else {
-        const dnnl::batch_normalization_backward::primitive_desc pd(
-            {prop_kind::backward, md, md, 1e-5f, ss}, engine, fwd_pd);
-        prim = dnnl::batch_normalization_backward(pd);
-        // oneDNN 2.6 refuses to execute (invalid arguments) unless SHIFT is passed too.
-        args = {{DNNL_ARG_SRC, src},
-                {DNNL_ARG_DIFF_DST, dst},
-                {DNNL_ARG_MEAN, mean_m},
-                {DNNL_ARG_VARIANCE, var_m},
-                {DNNL_ARG_SCALE, scale_m},
-                {DNNL_ARG_SHIFT, shift_m},
-                {DNNL_ARG_DIFF_SRC, diff_src},
-                {DNNL_ARG_DIFF_SCALE, dscale_m},
-                {DNNL_ARG_DIFF_SHIFT, dshift_m}};
-      }
-    }
-    // Points the tensors at buffer set `set` (x; y or dy; dx) and runs once.
-    auto run = [&](int64_t set) {
-      src.set_data_handle(runner.Buffer(set, 0));
-      dst.set_data_handle(runner.Buffer(set, 1));
-      if (op == Op::kBackward) diff_src.set_data_handle(runner.Buffer(set, 2));
-      prim.execute(stream, args);
-      stream.wait();
-    };
-    run(0);
+    peer::DnnlRunner dnnl(runner, c.op, shape, blocked);
+    dnnl.Run(0);
     int64_t set = 1;
     const auto start = std::chrono::steady_clock::now();
-    for (auto _ : state) run(set++);
-    SetCounters(state, runner.TrafficBytes(), Seconds(start));
-    state.SetLabel("oneDNN " + w.name);
+    for (auto _ : state) dnnl.Run(set++);
+    Results()[c.Key()][blocked ? "onednn16c" : "onednn"] =
+        SetCounters(state, runner.TrafficBytes(), Seconds(start));
+    state.SetLabel((blocked ? "oneDNN nChw16c " : "oneDNN ") + c.shape.name);
   } catch (const dnnl::error& e) {
     state.SkipWithError((std::string("oneDNN: ") + e.what()).c_str());
   }
 }
 #endif  // BNORM_HAVE_DNNL
 
-// Registers the suite. Names: op/layout/NxCxS/target/cache.
-void RegisterAll() {
-  const std::vector<Workload> shapes = workload::DefaultWorkloads();
-  // The main shapes get one row per compiled target (unsupported ones skip).
-  auto is_main = [](const Workload& w) {
-    return (w.c == 256 && w.spatial == 56 * 56 && w.n == 32) || w.spatial == 1;
-  };
+// Returns the compiled targets, best first.
+std::vector<std::string> CompiledTargets() {
   std::vector<std::string> targets;
-  {
-    const std::string list = bnorm_compiled_targets();
-    size_t pos = 0;
-    while (pos < list.size()) {
-      const size_t end = std::min(list.find(' ', pos), list.size());
-      if (end > pos) targets.push_back(list.substr(pos, end - pos));
-      pos = end + 1;
-    }
+  const std::string list = bnorm_compiled_targets();
+  size_t pos = 0;
+  while (pos < list.size()) {
+    const size_t end = std::min(list.find(' ', pos), list.size());
+    if (end > pos) targets.push_back(list.substr(pos, end - pos));
+    pos = end + 1;
   }
+  return targets;
+}
+
+// Registers the suite. Names: op/layout/NxCxS/implementation/cache, where the
+// implementation is "best" (the library's choice), a target name, or "onednn". Per
+// case, the oneDNN row comes first so that bnorm's rows can report x_onednn.
+void RegisterAll() {
+  const std::vector<std::string> targets = CompiledTargets();
   const size_t cold_bytes = roofline::ColdBytes();
   for (const Op op : workload::kAllOps) {
-    for (const Workload& w : shapes) {
+    for (const Workload& w : workload::DefaultWorkloads()) {
       if (!Applies(op, w)) continue;
       for (const bnorm_layout layout : {bnorm_nchw, bnorm_nhwc}) {
-        const std::string base = std::string(workload::OpName(op)) + "/" + LayoutName(layout) +
-                                 "/" + workload::ShapeString(w.n, w.c, w.spatial) + "/";
         g_pool_floats = std::max(g_pool_floats,
                                  workload::PoolFloats(op, workload::Elements(w), cold_bytes, true));
-        std::vector<std::string> row_targets{""};
-        if (is_main(w)) row_targets.insert(row_targets.end(), targets.begin(), targets.end());
-        for (const std::string& target : row_targets) {
-          for (const bool cold : {true, false}) {
-            if (!cold && !target.empty()) continue;  // hot rows for the best target only
-            const std::string name =
-                base + (target.empty() ? "best" : target) + (cold ? "/cold" : "/hot");
-            benchmark::RegisterBenchmark(name.c_str(), BM_Bnorm, op, w, layout, target, cold)
-                ->UseRealTime()
-                ->Unit(benchmark::kMicrosecond);
-          }
-        }
+        for (const bool cold : {true, false}) {
+          Cases().push_back({op, w, layout, cold});
+          const Case& c = Cases().back();
+          const std::string key = c.Key();
+          const auto name = [&key](const std::string& impl) {
+            const size_t slash = key.rfind('/');
+            return key.substr(0, slash + 1) + impl + key.substr(slash);
+          };
 #if BNORM_HAVE_DNNL
-        if (op == Op::kInference || op == Op::kTraining || op == Op::kBackward) {
-          for (const bool cold : {true, false}) {
-            benchmark::RegisterBenchmark((base + "onednn" + (cold ? "/cold" : "/hot")).c_str(),
-                                         BM_Dnnl, op, w, layout, cold)
+          if (peer::DnnlHasOp(op)) {
+            benchmark::RegisterBenchmark(name("onednn").c_str(), BM_Dnnl, c, false)
+                ->UseRealTime()
+                ->Unit(benchmark::kMicrosecond);
+            // NCHW: also oneDNN in its own blocked layout, where its JIT kernels run.
+            if (layout == bnorm_nchw && w.spatial > 1 &&
+                peer::DnnlBlockedFits({w.n, w.c, w.spatial, layout})) {
+              benchmark::RegisterBenchmark(name("onednn16c").c_str(), BM_Dnnl, c, true)
+                  ->UseRealTime()
+                  ->Unit(benchmark::kMicrosecond);
+            }
+          }
+#endif
+          benchmark::RegisterBenchmark(name("best").c_str(), BM_Bnorm, c, std::string())
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond);
+          // The main shapes get one row per compiled target, cold (unsupported ones skip).
+          if (!cold || !workload::IsMainWorkload(w)) continue;
+          for (const std::string& target : targets) {
+            benchmark::RegisterBenchmark(name(target).c_str(), BM_Bnorm, c, target)
                 ->UseRealTime()
                 ->Unit(benchmark::kMicrosecond);
           }
         }
-#endif
       }
     }
   }
+}
+
+// Prints, for every case that ran, bnorm's and oneDNN's GB/s and their ratio, then
+// the per-target GB/s of the main shapes.
+void PrintSummary(FILE* out) {
+  const double nt = g_bandwidth.copy_nt_gbs;
+  std::fprintf(out,
+               "\nSummary: GB/s on the %s; %%nt = of the non-temporal copy roofline (%.1f "
+               "GB/s); x oneDNN = bnorm / oneDNN in the same layout (> 1: bnorm faster); "
+               "x nChw16c = bnorm NCHW / oneDNN in its blocked layout\n",
+               workload::TrafficModel(), nt);
+  std::fprintf(out, "%-9s %-6s %-15s %-5s %9s %5s %9s %5s %9s %10s  %s\n", "op", "layout", "NxCxS",
+               "cache", "bnorm", "%nt", "oneDNN", "%nt", "x oneDNN", "x nChw16c", "shape");
+  std::map<std::string, std::vector<double>> ratios;  // op/layout/cache -> ratios
+  for (const Case& c : Cases()) {
+    const auto found = Results().find(c.Key());
+    if (found == Results().end() || found->second.count("best") == 0) continue;
+    const std::map<std::string, double>& r = found->second;
+    const double bnorm_gbs = r.at("best");
+    const auto dnnl = r.find("onednn");
+    char dnnl_text[64] = "        -       -";
+    char ratio_text[32] = "-";
+    if (dnnl != r.end() && dnnl->second > 0) {
+      std::snprintf(dnnl_text, sizeof(dnnl_text), "%9.1f %4.0f%%", dnnl->second,
+                    nt > 0 ? 100 * dnnl->second / nt : 0.0);
+      std::snprintf(ratio_text, sizeof(ratio_text), "%.2fx", bnorm_gbs / dnnl->second);
+      ratios[std::string(workload::OpName(c.op)) + " " + LayoutName(c.layout) + " " +
+             (c.cold ? "cold" : "hot")]
+          .push_back(bnorm_gbs / dnnl->second);
+    }
+    char blocked_text[32] = "-";
+    const auto blocked = r.find("onednn16c");
+    if (blocked != r.end() && blocked->second > 0) {
+      std::snprintf(blocked_text, sizeof(blocked_text), "%.2fx", bnorm_gbs / blocked->second);
+    }
+    std::fprintf(out, "%-9s %-6s %-15s %-5s %9.1f %4.0f%% %s %9s %10s  %s\n",
+                 workload::OpName(c.op), LayoutName(c.layout),
+                 workload::ShapeString(c.shape.n, c.shape.c, c.shape.spatial).c_str(),
+                 c.cold ? "cold" : "hot", bnorm_gbs, nt > 0 ? 100 * bnorm_gbs / nt : 0.0, dnnl_text,
+                 ratio_text, blocked_text, c.shape.name.c_str());
+  }
+  if (!ratios.empty()) {
+    std::fprintf(out, "\nbnorm / oneDNN, geometric mean over shapes:\n");
+    for (const auto& entry : ratios) {
+      double log_sum = 0;
+      for (const double x : entry.second) log_sum += std::log(x);
+      std::fprintf(out, "  %-22s %.2fx over %zu shapes\n", entry.first.c_str(),
+                   std::exp(log_sum / entry.second.size()), entry.second.size());
+    }
+  }
+  // Per-target table: main shapes, cold.
+  const std::vector<std::string> targets = CompiledTargets();
+  bool header = false;
+  for (const Case& c : Cases()) {
+    if (!c.cold || !workload::IsMainWorkload(c.shape)) continue;
+    const auto found = Results().find(c.Key());
+    if (found == Results().end()) continue;
+    bool any = false;
+    for (const std::string& t : targets) any |= found->second.count(t) != 0;
+    if (!any) continue;
+    if (!header) {
+      std::fprintf(out, "\nGB/s per target (cold, main shapes; - = not supported here):\n");
+      std::fprintf(out, "%-9s %-6s %-15s", "op", "layout", "NxCxS");
+      for (const std::string& t : targets) std::fprintf(out, " %8s", t.c_str());
+      std::fprintf(out, " %8s\n", "oneDNN");
+      header = true;
+    }
+    std::fprintf(out, "%-9s %-6s %-15s", workload::OpName(c.op), LayoutName(c.layout),
+                 workload::ShapeString(c.shape.n, c.shape.c, c.shape.spatial).c_str());
+    for (const std::string& t : targets) {
+      const auto gbs = found->second.find(t);
+      if (gbs == found->second.end()) {
+        std::fprintf(out, " %8s", "-");
+      } else {
+        std::fprintf(out, " %8.1f", gbs->second);
+      }
+    }
+    const auto dnnl = found->second.find("onednn");
+    if (dnnl == found->second.end()) {
+      std::fprintf(out, " %8s\n", "-");
+    } else {
+      std::fprintf(out, " %8.1f\n", dnnl->second);
+    }
+  }
+  std::fflush(out);
 }
 
 }  // namespace
 }  // namespace bnorm
 
 int main(int argc, char** argv) {
-  // Our one flag, --bnorm_threads=K (tbb::global_control), is taken out before Google
-  // Benchmark parses the rest.
+  // Our one flag, --bnorm_threads=K (tbb::global_control, and oneDNN's OpenMP threads),
+  // is taken out before Google Benchmark parses the rest.
   std::unique_ptr<tbb::global_control> thread_limit;
+  bool console = true;  // where the summary goes: stdout unless another format is asked
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     const char* kFlag = "--bnorm_threads=";
+    const char* kFormat = "--benchmark_format=";
+    if (std::strncmp(argv[i], kFormat, std::strlen(kFormat)) == 0) {
+      console = std::strcmp(argv[i] + std::strlen(kFormat), "console") == 0;
+    }
     if (std::strncmp(argv[i], kFlag, std::strlen(kFlag)) == 0) {
       const int threads = std::atoi(argv[i] + std::strlen(kFlag));
       if (threads < 1) {
@@ -264,6 +349,17 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   bnorm::RegisterAll();
   namespace rl = bnorm::roofline;
+  const int threads = rl::Threads();
+#if BNORM_HAVE_DNNL
+  const bool dnnl_threads = bnorm::peer::SetDnnlThreads(threads);
+  benchmark::AddCustomContext("bnorm_onednn",
+                              bnorm::peer::DnnlVersion() + ", " +
+                                  (dnnl_threads ? std::to_string(threads) + " threads"
+                                                : std::string("its default thread count")));
+#else
+  benchmark::AddCustomContext("bnorm_onednn",
+                              "not built in (install libdnnl-dev, reconfigure with -Ddnnl=auto)");
+#endif
   bnorm::g_bandwidth = rl::MeasureCopy();
   benchmark::AddCustomContext("bnorm_copy_GBps", std::to_string(bnorm::g_bandwidth.copy_gbs));
   benchmark::AddCustomContext("bnorm_copy_nt_GBps", std::to_string(bnorm::g_bandwidth.copy_nt_gbs));
@@ -273,14 +369,14 @@ int main(int argc, char** argv) {
                                   " threads, best of " + std::to_string(bnorm::g_bandwidth.runs) +
                                   "; roofline counter = bytes_per_second / "
                                   "non-temporal copy, vs_copy = / plain copy");
-  benchmark::AddCustomContext("bnorm_traffic_model",
-                              "least DRAM traffic out of cache: moments 1T, inference/affine 2T, "
-                              "training 3T, backward 5T");
+  benchmark::AddCustomContext("bnorm_traffic_model", bnorm::workload::TrafficModel());
   benchmark::AddCustomContext("bnorm_cold_rotation_MiB",
-                              std::to_string(rl::ColdBytes() / rl::kMiB));
+                              std::to_string(rl::ColdBytes() / rl::kMiB) + " (LLC " +
+                                  std::to_string(rl::LastLevelCacheBytes() / rl::kMiB) + " MiB)");
   benchmark::AddCustomContext("bnorm_supported_targets", bnorm_supported_targets());
-  benchmark::AddCustomContext("bnorm_threads", std::to_string(rl::Threads()));
+  benchmark::AddCustomContext("bnorm_threads", std::to_string(threads));
   benchmark::RunSpecifiedBenchmarks();
+  bnorm::PrintSummary(console ? stdout : stderr);
   benchmark::Shutdown();
   return 0;
 }

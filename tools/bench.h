@@ -1,5 +1,7 @@
 // `bnorm bench`: times every operation on real network shapes, cold cache, and reports
-// GB/s on the least DRAM traffic and the fraction of this machine's copy bandwidth.
+// GB/s on the minimal traffic (workload::TrafficModel) and the fraction of this
+// machine's copy bandwidth; with oneDNN built in (BNORM_HAVE_DNNL), oneDNN's batch
+// normalization on the same shapes and buffers beside it, and the ratio.
 #ifndef BNORM_TOOLS_BENCH_H_
 #define BNORM_TOOLS_BENCH_H_
 
@@ -10,6 +12,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -19,6 +23,13 @@
 #include "bench/workloads.h"
 #include "bnorm/bnorm.h"
 #include "tools/cli_util.h"
+
+#ifndef BNORM_HAVE_DNNL
+#define BNORM_HAVE_DNNL 0
+#endif
+#if BNORM_HAVE_DNNL
+#include "bench/dnnl_peer.h"
+#endif
 
 namespace bnorm {
 namespace tools {
@@ -32,6 +43,7 @@ struct BenchOptions {
   int reps = 0;                   // 0: 15, or 3 with --quick
   bool quick = false;
   bool hot = false;
+  bool onednn = true;  // time oneDNN beside bnorm when it is built in
   std::string json_path;
 };
 
@@ -51,6 +63,46 @@ inline double Median(std::vector<double> v) {
 
 inline const char* LayoutName(bnorm_layout layout) {
   return layout == bnorm_nchw ? "nchw" : "nhwc";
+}
+
+// Whether this build can time oneDNN beside bnorm.
+constexpr bool kHaveDnnl = BNORM_HAVE_DNNL != 0;
+
+// Returns "2.6.3 (OpenMP)" when oneDNN is built in, "" otherwise.
+inline std::string DnnlVersion() {
+#if BNORM_HAVE_DNNL
+  return peer::DnnlVersion();
+#else
+  return "";
+#endif
+}
+
+// Times `reps` rounds of `runs`, each run on its own buffer sets (counted from
+// *next_set on, so that a cold rotation goes on), after 2 warm-up calls of each.
+// Interleaving spreads any drift of the machine (other load) evenly over the runs. With
+// several runs, each timed call follows an untimed one of the same run, so that it
+// starts with its own thread pool awake and the other's (TBB's, or oneDNN's OpenMP
+// pool, which spins for a while after a call) as settled as in back-to-back calls.
+// Returns the times in microseconds per run; false as soon as a run returns false.
+inline bool TimeInterleaved(const std::vector<std::function<bool(int64_t)>>& runs, int reps,
+                            int64_t* next_set, std::vector<std::vector<double>>* us) {
+  us->assign(runs.size(), {});
+  for (const auto& run : runs) {
+    for (int warm = 0; warm < 2; ++warm) {
+      if (!run((*next_set)++)) return false;
+    }
+  }
+  for (int rep = 0; rep < reps; ++rep) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      if (runs.size() > 1 && !runs[i]((*next_set)++)) return false;
+      const auto t0 = std::chrono::steady_clock::now();
+      const bool ok = runs[i]((*next_set)++);
+      const std::chrono::duration<double, std::micro> t = std::chrono::steady_clock::now() - t0;
+      if (!ok) return false;
+      (*us)[i].push_back(t.count());
+    }
+  }
+  return true;
 }
 
 }  // namespace bench
@@ -123,12 +175,32 @@ inline int RunBench(const BenchOptions& options) {
       !bw.nt_available ? "; no streaming stores in this build: both are plain copies"
       : options.quick  ? "; --quick: too small to mean anything"
                        : "");
-  std::printf(
-      "GB/s = least DRAM traffic out of cache (DESIGN.md performance model: moments 1T, "
-      "inference and affine 2T, training 3T, backward 5T; T = bytes of one tensor) / "
-      "median time\n\n");
-  std::printf("%-9s %-6s %-15s %8s %11s %11s %7s %6s %6s  %s\n", "op", "layout", "NxCxS", "MB",
-              "median us", "best us", "GB/s", "%copy", "%nt", "shape");
+  std::printf("GB/s = bytes moved / median time, counting the %s\n", workload::TrafficModel());
+  const bool with_dnnl = bench::kHaveDnnl && options.onednn;
+  if (with_dnnl) {
+#if BNORM_HAVE_DNNL
+    const bool threads_set = peer::SetDnnlThreads(roofline::Threads());
+    std::printf(
+        "oneDNN %s beside bnorm on the same buffers and shapes (%s); x oneDNN = bnorm GB/s / "
+        "oneDNN GB/s, > 1: bnorm faster; - = no oneDNN counterpart (affine, moments)\n",
+        bench::DnnlVersion().c_str(),
+        threads_set ? ("threads " + std::to_string(roofline::Threads())).c_str()
+                    : "its default threads");
+#endif
+  } else if (!bench::kHaveDnnl) {
+    std::printf(
+        "oneDNN: not built in (install libdnnl-dev and reconfigure: `bash tools/run.sh bench` "
+        "does both)\n");
+  }
+  std::printf("\n");
+  if (with_dnnl) {
+    std::printf("%-9s %-6s %-15s %8s %11s %11s %7s %6s %6s %11s %9s  %s\n", "op", "layout", "NxCxS",
+                "MB", "median us", "best us", "GB/s", "%copy", "%nt", "oneDNN GB/s", "x oneDNN",
+                "shape");
+  } else {
+    std::printf("%-9s %-6s %-15s %8s %11s %11s %7s %6s %6s  %s\n", "op", "layout", "NxCxS", "MB",
+                "median us", "best us", "GB/s", "%copy", "%nt", "shape");
+  }
   std::fflush(stdout);
 
   // One pool for every row, sized for the largest rotation up front.
@@ -145,6 +217,7 @@ inline int RunBench(const BenchOptions& options) {
   }
 
   bool failed = false;
+  std::map<std::string, std::vector<double>> ratios;  // "op layout" -> bnorm / oneDNN
   Json json;
   json.BeginObject();
   json.Key("tool").String("bnorm bench");
@@ -156,24 +229,44 @@ inline int RunBench(const BenchOptions& options) {
   json.Key("copy_gbs").Number(bw.copy_gbs);
   json.Key("copy_nt_gbs").Number(bw.copy_nt_gbs);
   json.Key("load_average").Number(load);
-  json.Key("traffic_model")
-      .String(
-          "out of cache: moments 1T, inference/affine 2T, training 3T, "
-          "backward 5T");
+  json.Key("traffic_model").String(workload::TrafficModel());
+  json.Key("onednn").String(with_dnnl ? bench::DnnlVersion() : "");
   json.Key("rows").BeginArray();
   for (const Row& row : rows) {
     const bnorm_shape shape{row.shape.n, row.shape.c, row.shape.spatial, row.layout};
     workload::Runner runner(pool, row.op, shape, !options.hot, cold_bytes);
     const std::string dims = workload::ShapeString(row.shape.n, row.shape.c, row.shape.spatial);
+    // bnorm, and oneDNN on the same runner's buffers, interleaved.
     bnorm_status st = bnorm_success;
-    for (int warm = 0; warm < 2 && st == bnorm_success; ++warm) st = runner.Run(warm);
-    std::vector<double> us;
-    for (int rep = 0; rep < reps && st == bnorm_success; ++rep) {
-      const auto t0 = std::chrono::steady_clock::now();
-      st = runner.Run(2 + rep);
-      const std::chrono::duration<double, std::micro> t = std::chrono::steady_clock::now() - t0;
-      us.push_back(t.count());
+    std::vector<std::function<bool(int64_t)>> runs{[&](int64_t set) {
+      st = runner.Run(set);
+      return st == bnorm_success;
+    }};
+    double dnnl_median = 0, dnnl_gbs = 0;
+    std::string dnnl_error;
+#if BNORM_HAVE_DNNL
+    std::unique_ptr<peer::DnnlRunner> dnnl;
+    if (with_dnnl && peer::DnnlHasOp(row.op)) {
+      try {
+        dnnl = std::make_unique<peer::DnnlRunner>(runner, row.op, shape);
+        runs.push_back([&](int64_t set) {
+          if (dnnl_error.empty()) {
+            try {
+              dnnl->Run(set);
+            } catch (const dnnl::error& e) {
+              dnnl_error = e.what();
+            }
+          }
+          return true;
+        });
+      } catch (const dnnl::error& e) {
+        dnnl_error = e.what();
+      }
     }
+#endif
+    int64_t next_set = 0;
+    std::vector<std::vector<double>> times;
+    bench::TimeInterleaved(runs, reps, &next_set, &times);
     if (st != bnorm_success) {
       failed = true;
       std::printf("%-9s %-6s %-15s  FAILED: %s: %s\n", workload::OpName(row.op),
@@ -182,14 +275,38 @@ inline int RunBench(const BenchOptions& options) {
       std::fflush(stdout);
       continue;
     }
+    const std::vector<double>& us = times[0];
     const double median = bench::Median(us);
     const double best = *std::min_element(us.begin(), us.end());
     const double gbs = runner.TrafficBytes() / median * 1e-3;
-    std::printf("%-9s %-6s %-15s %8.2f %11.1f %11.1f %7.1f %5.0f%% %5.0f%%  %s\n",
-                workload::OpName(row.op), bench::LayoutName(row.layout), dims.c_str(),
-                runner.TensorBytes() * 1e-6, median, best, gbs,
-                bw.copy_gbs > 0 ? 100 * gbs / bw.copy_gbs : 0.0,
-                bw.copy_nt_gbs > 0 ? 100 * gbs / bw.copy_nt_gbs : 0.0, row.shape.name.c_str());
+    if (times.size() > 1 && dnnl_error.empty()) {
+      dnnl_median = bench::Median(times[1]);
+      dnnl_gbs = runner.TrafficBytes() / dnnl_median * 1e-3;
+      ratios[std::string(workload::OpName(row.op)) + " " + bench::LayoutName(row.layout)].push_back(
+          gbs / dnnl_gbs);
+    }
+    if (with_dnnl) {
+      char dnnl_gbs_text[32] = "-", ratio_text[32] = "-";
+      if (dnnl_gbs > 0) {
+        std::snprintf(dnnl_gbs_text, sizeof(dnnl_gbs_text), "%.1f", dnnl_gbs);
+        std::snprintf(ratio_text, sizeof(ratio_text), "%.2fx", gbs / dnnl_gbs);
+      } else if (!dnnl_error.empty()) {
+        std::snprintf(dnnl_gbs_text, sizeof(dnnl_gbs_text), "error");
+      }
+      std::printf("%-9s %-6s %-15s %8.2f %11.1f %11.1f %7.1f %5.0f%% %5.0f%% %11s %9s  %s\n",
+                  workload::OpName(row.op), bench::LayoutName(row.layout), dims.c_str(),
+                  runner.TensorBytes() * 1e-6, median, best, gbs,
+                  bw.copy_gbs > 0 ? 100 * gbs / bw.copy_gbs : 0.0,
+                  bw.copy_nt_gbs > 0 ? 100 * gbs / bw.copy_nt_gbs : 0.0, dnnl_gbs_text, ratio_text,
+                  row.shape.name.c_str());
+      if (!dnnl_error.empty()) std::printf("  oneDNN failed: %s\n", dnnl_error.c_str());
+    } else {
+      std::printf("%-9s %-6s %-15s %8.2f %11.1f %11.1f %7.1f %5.0f%% %5.0f%%  %s\n",
+                  workload::OpName(row.op), bench::LayoutName(row.layout), dims.c_str(),
+                  runner.TensorBytes() * 1e-6, median, best, gbs,
+                  bw.copy_gbs > 0 ? 100 * gbs / bw.copy_gbs : 0.0,
+                  bw.copy_nt_gbs > 0 ? 100 * gbs / bw.copy_nt_gbs : 0.0, row.shape.name.c_str());
+    }
     std::fflush(stdout);
     json.BeginObject();
     json.Key("op").String(workload::OpName(row.op));
@@ -205,6 +322,13 @@ inline int RunBench(const BenchOptions& options) {
     json.Key("gbs").Number(gbs);
     json.Key("fraction_of_copy").Number(bw.copy_gbs > 0 ? gbs / bw.copy_gbs : 0.0);
     json.Key("fraction_of_nt_copy").Number(bw.copy_nt_gbs > 0 ? gbs / bw.copy_nt_gbs : 0.0);
+    if (dnnl_gbs > 0) {
+      json.Key("onednn_median_us").Number(dnnl_median);
+      json.Key("onednn_gbs").Number(dnnl_gbs);
+      json.Key("x_onednn").Number(gbs / dnnl_gbs);
+    } else if (!dnnl_error.empty()) {
+      json.Key("onednn_error").String(dnnl_error);
+    }
     json.EndObject();
   }
   json.EndArray();
@@ -219,6 +343,15 @@ inline int RunBench(const BenchOptions& options) {
               std::abs(drift) > 0.15 ? ": bandwidth changed during the run, rerun on a quiet "
                                        "machine"
                                      : "");
+  if (!ratios.empty()) {
+    std::printf("bnorm / oneDNN, geometric mean over the shapes above:");
+    for (const auto& entry : ratios) {
+      double log_sum = 0;
+      for (const double x : entry.second) log_sum += std::log(x);
+      std::printf(" %s %.2fx;", entry.first.c_str(), std::exp(log_sum / entry.second.size()));
+    }
+    std::printf("\n");
+  }
   json.Key("copy_gbs_at_end").Number(end_bw.copy_gbs);
   json.Key("copy_nt_gbs_at_end").Number(end_bw.copy_nt_gbs);
   json.EndObject();

@@ -28,7 +28,7 @@ constexpr char kUsage[] =
 
 commands:
   info               the CPU, caches, compiled / supported / active targets,
-                     default thread count, library version
+                     default thread count, library version, oneDNN if built in
   check [options]    run every operation (moments, training forward with running
                      and saved statistics, inference, fold, affine, backward; with
                      and without fused ReLU) on every supported target against the
@@ -39,15 +39,21 @@ commands:
       --json FILE      also write the results as JSON
       --target NAME    check only this target (repeatable; default: all supported)
   bench [options]    time operations on real network shapes with a cold cache and
-                     print, per row, the median time, GB/s on the least DRAM traffic
-                     (DESIGN.md performance model, out-of-cache column: moments 1T,
-                     inference/affine 2T, training 3T, backward 5T) and the percent
-                     of this machine's copy bandwidth, plain and with non-temporal
-                     stores (both measured first, by this binary)
+                     print, per row, the median time, GB/s on the minimal traffic
+                     (moments 1T, inference/affine 2T, training 3T, backward 3T:
+                     x and dy read once, dx written; T = bytes of one tensor) and
+                     the percent of this machine's copy bandwidth, plain and with
+                     non-temporal stores (both measured first, by this binary).
+                     Built with oneDNN (libdnnl-dev found at configure time), it
+                     also times oneDNN's batch normalization on the same buffers
+                     (inference, training, backward) and prints "oneDNN GB/s" and
+                     "x oneDNN" (bnorm GB/s / oneDNN GB/s)
       --shape SHAPE    NxCxS or n,c,spatial (or NxCxHxW); repeatable. Default:
-                       ResNet-50 at batch 32 (64x56x56, 256x56x56, 512x28x28,
-                       1024x14x14, 2048x7x7), 1x256x56x56 (inference only) and a
-                       BatchNorm1d 256x1024x1
+                       ResNet-50 at batch 32 (64x112x112, 64x56x56, 256x56x56,
+                       512x28x28, 1024x14x14, 2048x7x7), batch 1 (64x112x112,
+                       256x56x56, 2048x7x7; inference and affine only),
+                       BatchNorm1d 256x1024x1, 16384x1024x1 and 32x256x1024,
+                       and a large-spatial 2x32x512x512
       --layout L       nchw | nhwc | both (default both)
       --op OP          inference | training | backward | affine | moments | all, or a
                        comma-separated list (default all)
@@ -57,6 +63,7 @@ commands:
       --hot            reuse one set of buffers (default: rotate over >= 256 MiB so
                        that every repetition starts with a cold cache)
       --quick          tiny shapes, few repetitions: a smoke test, not a measurement
+      --no-onednn      do not time oneDNN (when it is built in)
       --json FILE      also write the rows as JSON
   help, --help, -h   this text
 
@@ -136,6 +143,10 @@ int RunInfo() {
               tbb::info::default_concurrency(), tbb::this_task_arena::max_concurrency());
   std::printf("oneTBB:            %s (runtime), %s (headers)\n", TBB_runtime_version(),
               TBB_VERSION_STRING);
+  std::printf("oneDNN:            %s\n",
+              bench::kHaveDnnl
+                  ? (bench::DnnlVersion() + ", timed beside bnorm by `bnorm bench`").c_str()
+                  : "not built in (`bnorm bench` shows no oneDNN columns)");
   return 0;
 }
 
@@ -229,6 +240,9 @@ int Main(int argc, char** argv) {
       } else if (opt == "--hot") {
         args.NoValue(opt);
         options.hot = true;
+      } else if (opt == "--no-onednn") {
+        args.NoValue(opt);
+        options.onednn = false;
       } else if (opt == "--help" || opt == "-h") {
         std::fputs(kUsage, stdout);
         return 0;

@@ -38,7 +38,27 @@ build() {
 case "$mode" in
   bench)
     install_packages
+    # oneDNN is an optional peer, for bench only: `bnorm bench` times it beside bnorm
+    # when the build found libdnnl-dev. If it cannot be installed, bench goes on without.
+    dnnl_installed() {
+      dpkg-query -W -f='${Status}' libdnnl-dev 2>/dev/null | grep -q "install ok installed"
+    }
+    if ! dnnl_installed; then
+      echo "== installing the optional peer libdnnl-dev (oneDNN)"
+      sudo=""
+      [ "$(id -u)" -ne 0 ] && sudo="sudo"
+      export DEBIAN_FRONTEND=noninteractive
+      $sudo apt-get install -y -q --no-install-recommends libdnnl-dev ||
+        { $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends libdnnl-dev; } ||
+        echo "== libdnnl-dev could not be installed: bench runs without oneDNN"
+    fi
     build
+    # A build dir configured before libdnnl-dev was there has no oneDNN: reconfigure.
+    if dnnl_installed && ! "$build_dir/tools/bnorm" info | grep -q '^oneDNN: *[0-9]'; then
+      echo "== reconfiguring $build_dir to pick up oneDNN"
+      meson setup --reconfigure "$build_dir"
+      ninja -C "$build_dir"
+    fi
     exec "$build_dir/tools/bnorm" bench "$@"
     ;;
   test)
