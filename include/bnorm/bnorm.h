@@ -106,6 +106,35 @@ BNORM_API bnorm_status bnorm_backward_f32(const bnorm_shape* s, const float* x, 
                                           const float* gamma, const float* y, float* dx,
                                           float* dgamma, float* dbeta, unsigned flags);
 
+/* Channel slices, for engines that split one call over their own threads: each is
+ * the operation above restricted to channels [c_begin, c_end) of the tensor `s`
+ * describes (0 <= c_begin <= c_end <= s->c). Pointers are to the whole tensor and to
+ * whole per-channel arrays; only the slice's values and per-channel entries are
+ * read or written, and they come out bit-identical to the whole call on the same
+ * target. Slices of one tensor may run concurrently (disjoint channels); add
+ * BNORM_SERIAL to keep each on its calling thread. Empty slices do nothing. */
+BNORM_API bnorm_status bnorm_moments_slice_f32(const bnorm_shape* s, int64_t c_begin,
+                                               int64_t c_end, const float* x, float* mean,
+                                               float* var, unsigned flags);
+BNORM_API bnorm_status bnorm_forward_training_slice_f32(
+    const bnorm_shape* s, int64_t c_begin, int64_t c_end, const float* x, float* y,
+    const float* gamma, const float* beta, float eps, float momentum, float* running_mean,
+    float* running_var, float* saved_mean, float* saved_invstd, unsigned flags);
+BNORM_API bnorm_status bnorm_forward_inference_slice_f32(
+    const bnorm_shape* s, int64_t c_begin, int64_t c_end, const float* x, float* y,
+    const float* gamma, const float* beta, const float* mean, const float* var, float eps,
+    unsigned flags);
+BNORM_API bnorm_status bnorm_affine_slice_f32(const bnorm_shape* s, int64_t c_begin,
+                                              int64_t c_end, const float* x, float* y,
+                                              const float* scale, const float* shift,
+                                              unsigned flags);
+BNORM_API bnorm_status bnorm_backward_slice_f32(const bnorm_shape* s, int64_t c_begin,
+                                                int64_t c_end, const float* x, const float* dy,
+                                                const float* saved_mean,
+                                                const float* saved_invstd, const float* gamma,
+                                                const float* y, float* dx, float* dgamma,
+                                                float* dbeta, unsigned flags);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

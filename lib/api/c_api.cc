@@ -119,6 +119,21 @@ class Validator {
                 flags & ~kKnownFlags);
   }
 
+  // Checks a channel slice [begin, end) against the shape; whole calls pass the shape's
+  // own range. The buffers stay those of the whole tensor.
+  Validator& Slice(int64_t begin, int64_t end) {
+    if (!ok()) return *this;
+    if (begin < 0 || begin > end || end > c_) {
+      return Fail(bnorm_invalid_argument,
+                  "c_begin, c_end: need 0 <= c_begin <= c_end <= shape->c (got %lld, %lld, c=%lld)",
+                  L(begin), L(end), L(c_));
+    }
+    if (begin == end) active_ = false;  // nothing to do
+    return *this;
+  }
+
+  bool active() const { return active_; }
+
   // Training needs two values per channel for the unbiased variance.
   Validator& TrainingCount() {
     if (!ok() || c_ == 0 || count_ >= 2) return *this;
@@ -234,23 +249,34 @@ const char* bnorm_status_string(bnorm_status s) {
 
 const char* bnorm_last_error(void) { return bnorm::detail::g_last_error; }
 
-bnorm_status bnorm_moments_f32(const bnorm_shape* s, const float* x, float* mean, float* var) {
-  const char* fn = "bnorm_moments_f32";
+}  // extern "C"
+
+// One implementation per operation, for the whole tensor and for channel slices:
+// `whole` calls take the range [0, c) from the shape.
+namespace {
+
+using bnorm::detail::Channels;
+
+// Returns the range of a whole call (0 when the shape is invalid: Validator fails first).
+int64_t AllChannels(const bnorm_shape* s) { return s != nullptr && s->c > 0 ? s->c : 0; }
+
+bnorm_status Moments(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce,
+                     const float* x, float* mean, float* var, unsigned flags) {
   Validator v(fn);
-  v.Shape(s).Tensor(x, "x", false).PerChannel(mean, "mean", true).PerChannel(var, "var", true)
-      .NoOverlap();
+  v.Shape(s).Slice(cb, ce).Tensor(x, "x", false).PerChannel(mean, "mean", true)
+      .PerChannel(var, "var", true).Flags(flags).NoOverlap();
   if (!v.ok()) return v.status();
-  if (v.elements() == 0) return bnorm_success;
-  return Run(fn, [&] { bnorm::detail::MomentsOp(*s, x, mean, var); });
+  if (!v.active()) return bnorm_success;
+  return Run(fn, [&] { bnorm::detail::MomentsOp(*s, Channels{cb, ce}, x, mean, var, flags); });
 }
 
-bnorm_status bnorm_forward_training_f32(const bnorm_shape* s, const float* x, float* y,
-                                        const float* gamma, const float* beta, float eps,
-                                        float momentum, float* running_mean, float* running_var,
-                                        float* saved_mean, float* saved_invstd, unsigned flags) {
-  const char* fn = "bnorm_forward_training_f32";
+bnorm_status ForwardTraining(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce,
+                             const float* x, float* y, const float* gamma, const float* beta,
+                             float eps, float momentum, float* running_mean, float* running_var,
+                             float* saved_mean, float* saved_invstd, unsigned flags) {
   Validator v(fn);
   v.Shape(s)
+      .Slice(cb, ce)
       .Tensor(x, "x", false)
       .Tensor(y, "y", true)
       .PerChannel(gamma, "gamma", false, false)
@@ -266,20 +292,19 @@ bnorm_status bnorm_forward_training_f32(const bnorm_shape* s, const float* x, fl
       .TrainingCount()
       .NoOverlap();
   if (!v.ok()) return v.status();
-  if (v.elements() == 0) return bnorm_success;
+  if (!v.active()) return bnorm_success;
   return Run(fn, [&] {
-    bnorm::detail::ForwardTrainingOp(*s, x, y, gamma, beta, eps, momentum, running_mean,
-                                     running_var, saved_mean, saved_invstd, flags);
+    bnorm::detail::ForwardTrainingOp(*s, Channels{cb, ce}, x, y, gamma, beta, eps, momentum,
+                                     running_mean, running_var, saved_mean, saved_invstd, flags);
   });
 }
 
-bnorm_status bnorm_forward_inference_f32(const bnorm_shape* s, const float* x, float* y,
-                                         const float* gamma, const float* beta,
-                                         const float* mean, const float* var, float eps,
-                                         unsigned flags) {
-  const char* fn = "bnorm_forward_inference_f32";
+bnorm_status ForwardInference(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce,
+                              const float* x, float* y, const float* gamma, const float* beta,
+                              const float* mean, const float* var, float eps, unsigned flags) {
   Validator v(fn);
   v.Shape(s)
+      .Slice(cb, ce)
       .Tensor(x, "x", false)
       .Tensor(y, "y", true)
       .PerChannel(gamma, "gamma", false, false)
@@ -290,10 +315,105 @@ bnorm_status bnorm_forward_inference_f32(const bnorm_shape* s, const float* x, f
       .Flags(flags)
       .NoOverlap();
   if (!v.ok()) return v.status();
-  if (v.elements() == 0) return bnorm_success;
+  if (!v.active()) return bnorm_success;
   return Run(fn, [&] {
-    bnorm::detail::ForwardInferenceOp(*s, x, y, gamma, beta, mean, var, eps, flags);
+    bnorm::detail::ForwardInferenceOp(*s, Channels{cb, ce}, x, y, gamma, beta, mean, var, eps,
+                                      flags);
   });
+}
+
+bnorm_status Affine(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce, const float* x,
+                    float* y, const float* scale, const float* shift, unsigned flags) {
+  Validator v(fn);
+  v.Shape(s)
+      .Slice(cb, ce)
+      .Tensor(x, "x", false)
+      .Tensor(y, "y", true)
+      .PerChannel(scale, "scale", false)
+      .PerChannel(shift, "shift", false)
+      .Flags(flags)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (!v.active()) return bnorm_success;
+  return Run(fn, [&] {
+    bnorm::detail::AffineOp(*s, Channels{cb, ce}, x, y, scale, shift, flags);
+  });
+}
+
+bnorm_status Backward(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce,
+                      const float* x, const float* dy, const float* saved_mean,
+                      const float* saved_invstd, const float* gamma, const float* y, float* dx,
+                      float* dgamma, float* dbeta, unsigned flags) {
+  Validator v(fn);
+  v.Flags(flags)
+      .Shape(s)
+      .Slice(cb, ce)
+      .Tensor(x, "x", false)
+      .Tensor(dy, "dy", false)
+      .PerChannel(saved_mean, "saved_mean", false)
+      .PerChannel(saved_invstd, "saved_invstd", false)
+      .PerChannel(gamma, "gamma", false, false)
+      .Tensor(y, "y", false, (flags & BNORM_FUSE_RELU) != 0)
+      .Tensor(dx, "dx", true, false)
+      .PerChannel(dgamma, "dgamma", true, false)
+      .PerChannel(dbeta, "dbeta", true, false)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (!v.active()) return bnorm_success;
+  return Run(fn, [&] {
+    bnorm::detail::BackwardOp(*s, Channels{cb, ce}, x, dy, saved_mean, saved_invstd, gamma, y,
+                              dx, dgamma, dbeta, flags);
+  });
+}
+
+}  // namespace
+
+extern "C" {
+
+bnorm_status bnorm_moments_f32(const bnorm_shape* s, const float* x, float* mean, float* var) {
+  return Moments("bnorm_moments_f32", s, 0, AllChannels(s), x, mean, var, 0);
+}
+
+bnorm_status bnorm_moments_slice_f32(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                     const float* x, float* mean, float* var, unsigned flags) {
+  return Moments("bnorm_moments_slice_f32", s, c_begin, c_end, x, mean, var, flags);
+}
+
+bnorm_status bnorm_forward_training_f32(const bnorm_shape* s, const float* x, float* y,
+                                        const float* gamma, const float* beta, float eps,
+                                        float momentum, float* running_mean, float* running_var,
+                                        float* saved_mean, float* saved_invstd, unsigned flags) {
+  return ForwardTraining("bnorm_forward_training_f32", s, 0, AllChannels(s), x, y, gamma, beta,
+                         eps, momentum, running_mean, running_var, saved_mean, saved_invstd,
+                         flags);
+}
+
+bnorm_status bnorm_forward_training_slice_f32(const bnorm_shape* s, int64_t c_begin,
+                                              int64_t c_end, const float* x, float* y,
+                                              const float* gamma, const float* beta, float eps,
+                                              float momentum, float* running_mean,
+                                              float* running_var, float* saved_mean,
+                                              float* saved_invstd, unsigned flags) {
+  return ForwardTraining("bnorm_forward_training_slice_f32", s, c_begin, c_end, x, y, gamma,
+                         beta, eps, momentum, running_mean, running_var, saved_mean,
+                         saved_invstd, flags);
+}
+
+bnorm_status bnorm_forward_inference_f32(const bnorm_shape* s, const float* x, float* y,
+                                         const float* gamma, const float* beta,
+                                         const float* mean, const float* var, float eps,
+                                         unsigned flags) {
+  return ForwardInference("bnorm_forward_inference_f32", s, 0, AllChannels(s), x, y, gamma,
+                          beta, mean, var, eps, flags);
+}
+
+bnorm_status bnorm_forward_inference_slice_f32(const bnorm_shape* s, int64_t c_begin,
+                                               int64_t c_end, const float* x, float* y,
+                                               const float* gamma, const float* beta,
+                                               const float* mean, const float* var, float eps,
+                                               unsigned flags) {
+  return ForwardInference("bnorm_forward_inference_slice_f32", s, c_begin, c_end, x, y, gamma,
+                          beta, mean, var, eps, flags);
 }
 
 bnorm_status bnorm_fold_f32(int64_t c, const float* gamma, const float* beta, const float* mean,
@@ -316,44 +436,30 @@ bnorm_status bnorm_fold_f32(int64_t c, const float* gamma, const float* beta, co
 
 bnorm_status bnorm_affine_f32(const bnorm_shape* s, const float* x, float* y, const float* scale,
                               const float* shift, unsigned flags) {
-  const char* fn = "bnorm_affine_f32";
-  Validator v(fn);
-  v.Shape(s)
-      .Tensor(x, "x", false)
-      .Tensor(y, "y", true)
-      .PerChannel(scale, "scale", false)
-      .PerChannel(shift, "shift", false)
-      .Flags(flags)
-      .NoOverlap();
-  if (!v.ok()) return v.status();
-  if (v.elements() == 0) return bnorm_success;
-  return Run(fn, [&] { bnorm::detail::AffineOp(*s, x, y, scale, shift, flags); });
+  return Affine("bnorm_affine_f32", s, 0, AllChannels(s), x, y, scale, shift, flags);
+}
+
+bnorm_status bnorm_affine_slice_f32(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                    const float* x, float* y, const float* scale,
+                                    const float* shift, unsigned flags) {
+  return Affine("bnorm_affine_slice_f32", s, c_begin, c_end, x, y, scale, shift, flags);
 }
 
 bnorm_status bnorm_backward_f32(const bnorm_shape* s, const float* x, const float* dy,
                                 const float* saved_mean, const float* saved_invstd,
                                 const float* gamma, const float* y, float* dx, float* dgamma,
                                 float* dbeta, unsigned flags) {
-  const char* fn = "bnorm_backward_f32";
-  Validator v(fn);
-  v.Flags(flags)
-      .Shape(s)
-      .Tensor(x, "x", false)
-      .Tensor(dy, "dy", false)
-      .PerChannel(saved_mean, "saved_mean", false)
-      .PerChannel(saved_invstd, "saved_invstd", false)
-      .PerChannel(gamma, "gamma", false, false)
-      .Tensor(y, "y", false, (flags & BNORM_FUSE_RELU) != 0)
-      .Tensor(dx, "dx", true, false)
-      .PerChannel(dgamma, "dgamma", true, false)
-      .PerChannel(dbeta, "dbeta", true, false)
-      .NoOverlap();
-  if (!v.ok()) return v.status();
-  if (v.elements() == 0) return bnorm_success;
-  return Run(fn, [&] {
-    bnorm::detail::BackwardOp(*s, x, dy, saved_mean, saved_invstd, gamma, y, dx, dgamma, dbeta,
-                              flags);
-  });
+  return Backward("bnorm_backward_f32", s, 0, AllChannels(s), x, dy, saved_mean, saved_invstd,
+                  gamma, y, dx, dgamma, dbeta, flags);
+}
+
+bnorm_status bnorm_backward_slice_f32(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                      const float* x, const float* dy, const float* saved_mean,
+                                      const float* saved_invstd, const float* gamma,
+                                      const float* y, float* dx, float* dgamma, float* dbeta,
+                                      unsigned flags) {
+  return Backward("bnorm_backward_slice_f32", s, c_begin, c_end, x, dy, saved_mean,
+                  saved_invstd, gamma, y, dx, dgamma, dbeta, flags);
 }
 
 }  // extern "C"

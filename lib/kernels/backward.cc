@@ -145,7 +145,7 @@ void BackwardSumsRegion(detail::Region<const float> x, detail::Region<const floa
   const DF d;
   const size_t N = hn::Lanes(d);
   const size_t len = static_cast<size_t>(x.len);
-  const int64_t rows_per_block = RowsPerBlock(x.len);
+  const int64_t rows_per_block = x.block_runs;
   HWY_ALIGN float b_dy[detail::kMaxRun + kMaxLanes], b_dy_xc[detail::kMaxRun + kMaxLanes];
   for (size_t pos = 0; pos < len; ++pos) sum_dy[pos] = sum_dy_xc[pos] = 0;
   for (int64_t rb = 0; rb < x.rows; rb += rows_per_block) {

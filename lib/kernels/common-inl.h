@@ -28,9 +28,7 @@ using VF = hn::Vec<DF>;
 // Most lanes of any vector of this target (bound for stack buffers).
 constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
 
-// Float32 sums are kept short for accuracy: at most kTermsPerLane terms per lane
-// before a block is folded into float64 (error ~ sqrt(128) ulps, not sqrt(count)).
-constexpr int64_t kTermsPerLane = 128;
+using detail::kTermsPerLane;
 
 // Returns the values per NCHW block: kBlock, or fewer on narrow vectors (four chains
 // of Lanes(d) each). A power of two, so chunks (multiples of kBlock) hold whole blocks.
@@ -39,12 +37,6 @@ HWY_INLINE int64_t PlaneBlock(D d) {
   return HWY_MIN(detail::kBlock, kTermsPerLane * 4 * static_cast<int64_t>(hn::Lanes(d)));
 }
 
-// Returns the runs per block of a rows region of runs of `len` values: about 32K
-// values (128 KiB: the second pass reads L2), and at least 32 runs to amortize the
-// float64 work per position, at most kTermsPerLane.
-HWY_INLINE int64_t RowsPerBlock(int64_t len) {
-  return HWY_MIN(kTermsPerLane, HWY_MAX(int64_t{32}, 32768 / HWY_MAX(len, int64_t{1})));
-}
 
 // Returns lanes [0, count) from p and `pad` in the others; reads only p[0, count).
 // Precondition: count <= Lanes(d).

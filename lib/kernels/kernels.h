@@ -98,10 +98,24 @@ void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx,
 // Most values of one run (per-position sums live on the stack).
 constexpr int64_t kMaxRun = 1024;
 
+// Float32 sums are kept short for accuracy: at most kTermsPerLane terms per lane
+// before a block is folded into float64 (error ~ sqrt(128) ulps, not sqrt(count)).
+constexpr int64_t kTermsPerLane = 128;
+
+// Returns the runs per block for runs of `len` values: about 32K values (128 KiB: the
+// second pass reads L2), at least 32 runs to amortize the float64 work per position,
+// at most kTermsPerLane. Per-position results depend on it: a part of a region is
+// processed with the block_runs of the whole.
+constexpr int64_t BlockRuns(int64_t len) {
+  return len <= 0 ? kTermsPerLane
+                  : (32768 / len < 32 ? 32 : (32768 / len > kTermsPerLane ? kTermsPerLane : 32768 / len));
+}
+
 template <typename T>
 struct Region {
   T* base;
   int64_t len, stride, rows;
+  int64_t block_runs;  // runs per float32 block (BlockRuns of the whole region)
 };
 
 // Writes the moments of every position of the region (over its runs), blocks of runs

@@ -183,15 +183,16 @@ void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT pe
   const DF d;
   const size_t N = hn::Lanes(d);
   const size_t len = static_cast<size_t>(x.len);
-  const int64_t rows_per_block = RowsPerBlock(x.len);
+  const int64_t rows_per_block = x.block_runs;
   // Per-position float32 sums of one block; lanes past len stay 0 (padding loads 0).
   HWY_ALIGN float shift[detail::kMaxRun + kMaxLanes], sum[detail::kMaxRun + kMaxLanes],
       s2[detail::kMaxRun + kMaxLanes];
   // Running moments per position (float64, one count for all positions).
   HWY_ALIGN double mean[detail::kMaxRun], var[detail::kMaxRun];
   for (size_t pos = 0; pos < len; ++pos) mean[pos] = var[pos] = 0;
+  bool slow[detail::kMaxRun];  // Inf/NaN or float32 overflow seen at this position
+  for (size_t pos = 0; pos < len; ++pos) slow[pos] = false;
   double total = 0;
-  bool non_finite = false;  // Inf/NaN seen: merge position by position from then on
 
   for (int64_t rb = 0; rb < x.rows; rb += rows_per_block) {
     const int64_t re = HWY_MIN(x.rows, rb + rows_per_block);
@@ -208,36 +209,41 @@ void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT pe
       ColumnSums1(d, block + j, x.stride, runs, HWY_MIN(N, len - j), inv_count, shift + j,
                   sum + j, s2 + j);
     }
-    // Fold the block into the running moments: a float64 loop over positions that
-    // vectorizes (all positions share the counts), unless the block overflowed float32
-    // or the data is not finite, where each position goes through FinishBlock/Merge.
-    bool finite = !non_finite;
-    for (size_t j = 0; finite && j < len; j += N) {
-      finite = hn::AllTrue(d, hn::And(hn::IsFinite(hn::Load(d, sum + j)),
-                                      hn::IsFinite(hn::Load(d, s2 + j))));
+    // Fold the block into the running moments. Positions whose sums overflowed float32
+    // or whose data is not finite (now or in an earlier block) go one by one through
+    // FinishBlock/Merge; the others through a float64 loop that vectorizes (all
+    // positions share the counts). The choice is per position, so a position's result
+    // never depends on its neighbours (channel slices are bit-identical to the whole).
+    bool any_slow = false;
+    for (size_t j = 0; j < len; j += N) {
+      const auto finite = hn::And(hn::IsFinite(hn::Load(d, sum + j)), hn::IsFinite(hn::Load(d, s2 + j)));
+      if (hn::AllTrue(d, finite)) continue;
+      for (size_t pos = j; pos < HWY_MIN(len, j + N); ++pos) {
+        slow[pos] |= !(std::isfinite(sum[pos]) && std::isfinite(s2[pos]));
+      }
     }
-    if (finite) {
-      const double wb = count / (total + count), wa = total / (total + count);
-      for (size_t pos = 0; pos < len; ++pos) {
-        const double d1 = sum[pos] / count;
-        const double block_mean = shift[pos] + d1;
-        const double block_var = HWY_MAX(s2[pos] / count - d1 * d1, 0.0);
-        const double delta = block_mean - mean[pos];
-        mean[pos] += delta * wb;
-        var[pos] = wa * var[pos] + wb * block_var + wa * wb * delta * delta;
-      }
-    } else {
-      non_finite = true;
-      for (size_t pos = 0; pos < len; ++pos) {
-        detail::Moments m{total, mean[pos], var[pos]};
-        detail::Merge(m, FinishBlock(count, shift[pos], sum[pos], s2[pos], [&] {
-          return ExactMoments(count, [&](auto fn) {
-            for (int64_t r = rb; r < re; ++r) fn(x.base[r * x.stride + static_cast<int64_t>(pos)]);
-          });
-        }));
-        mean[pos] = m.mean;
-        var[pos] = m.var;
-      }
+    for (size_t pos = 0; pos < len; ++pos) any_slow |= slow[pos];
+    const double wb = count / (total + count), wa = total / (total + count);
+    for (size_t pos = 0; pos < len; ++pos) {
+      const double d1 = sum[pos] / count;
+      const double block_mean = shift[pos] + d1;
+      const double block_var = HWY_MAX(s2[pos] / count - d1 * d1, 0.0);
+      const double delta = block_mean - mean[pos];
+      const double new_mean = mean[pos] + delta * wb;
+      const double new_var = wa * var[pos] + wb * block_var + wa * wb * delta * delta;
+      mean[pos] = slow[pos] ? mean[pos] : new_mean;
+      var[pos] = slow[pos] ? var[pos] : new_var;
+    }
+    for (size_t pos = 0; any_slow && pos < len; ++pos) {
+      if (!slow[pos]) continue;
+      detail::Moments m{total, mean[pos], var[pos]};
+      detail::Merge(m, FinishBlock(count, shift[pos], sum[pos], s2[pos], [&] {
+        return ExactMoments(count, [&](auto fn) {
+          for (int64_t r = rb; r < re; ++r) fn(x.base[r * x.stride + static_cast<int64_t>(pos)]);
+        });
+      }));
+      mean[pos] = m.mean;
+      var[pos] = m.var;
     }
     total += count;
   }

@@ -30,11 +30,11 @@ struct BackwardFinish {
 
 }  // namespace
 
-void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const float* saved_mean,
-                const float* saved_invstd, const float* gamma, const float* y, float* dx,
-                float* dgamma, float* dbeta, unsigned flags) {
+void BackwardOp(const bnorm_shape& s, const Channels& range, const float* x, const float* dy,
+                const float* saved_mean, const float* saved_invstd, const float* gamma,
+                const float* y, float* dx, float* dgamma, float* dbeta, unsigned flags) {
   if (!dx && !dgamma && !dbeta) return;
-  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0);
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end);
   const float* mask = (flags & BNORM_FUSE_RELU) ? y : nullptr;
   const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
   const BackwardFinish finish{saved_mean, saved_invstd, gamma, static_cast<double>(p.count),
@@ -45,7 +45,8 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
       return t ? p.PlaneOf(t, ch) : Plane<const float>{nullptr, p.spatial, 0};
     };
     if (p.fused()) {  // dx right after the sums, while the channel is in cache
-      parallel::For(p.c, p.fused_grain(), p.serial, [&](int64_t ch) {
+      parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t i) {
+        const int64_t ch = p.cb + i;
         double sum_dy, sum_dy_xc;
         BackwardSumsPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), 0, p.count,
                           saved_mean[ch], &sum_dy, &sum_dy_xc);
@@ -65,9 +66,10 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
                         saved_mean[ch], &sums[2 * item], &sums[2 * item + 1]);
     });
     float* k = Scratch<float, 2>(static_cast<size_t>(3 * p.c));  // k_dy, k_xc, k_0
-    for (int64_t ch = 0; ch < p.c; ++ch) {
+    for (int64_t ch = p.cb; ch < p.ce; ++ch) {
       double sum_dy = 0, sum_dy_xc = 0;
-      for (int64_t item = ch * p.chunks; item < (ch + 1) * p.chunks; ++item) {
+      const int64_t first = (ch - p.cb) * p.chunks;
+      for (int64_t item = first; item < first + p.chunks; ++item) {
         sum_dy += sums[2 * item];
         sum_dy_xc += sums[2 * item + 1];
       }
@@ -96,11 +98,11 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
     }
     double pos_dy[kMaxRun], pos_dy_xc[kMaxRun];
     p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
-                              int64_t col) {
-      const Region<const float> y_region{mask ? mask + offset : nullptr, len, stride, runs};
-      BackwardSumsRegion(Region<const float>{x + offset, len, stride, runs},
-                         Region<const float>{dy + offset, len, stride, runs}, y_region,
-                         pattern + col, pos_dy, pos_dy_xc);
+                              int64_t block_runs, int64_t col) {
+      auto region = [&](const float* t) {
+        return Region<const float>{t ? t + offset : nullptr, len, stride, runs, block_runs};
+      };
+      BackwardSumsRegion(region(x), region(dy), region(mask), pattern + col, pos_dy, pos_dy_xc);
       p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) {
         sum_dy[at + ch] += pos_dy[pos];
         sum_dy_xc[at + ch] += pos_dy_xc[pos];
@@ -108,7 +110,7 @@ void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const flo
     });
   });
   float* k = Scratch<float, 2>(static_cast<size_t>(3 * p.c));  // k_dy, k_xc, k_0
-  for (int64_t ch = 0; ch < p.c; ++ch) {
+  for (int64_t ch = p.cb; ch < p.ce; ++ch) {
     double total_dy = 0, total_dy_xc = 0;
     for (int64_t chunk = 0; chunk < p.chunks; ++chunk) {
       total_dy += sum_dy[chunk * p.c + ch];

@@ -59,11 +59,11 @@ struct TrainingFinish {
 
 }  // namespace
 
-void ForwardTrainingOp(const bnorm_shape& s, const float* x, float* y, const float* gamma,
-                       const float* beta, float eps, float momentum, float* running_mean,
-                       float* running_var, float* saved_mean, float* saved_invstd,
-                       unsigned flags) {
-  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0);
+void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+                       const float* gamma, const float* beta, float eps, float momentum,
+                       float* running_mean, float* running_var, float* saved_mean,
+                       float* saved_invstd, unsigned flags) {
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end);
   const bool relu = (flags & BNORM_FUSE_RELU) != 0;
   const double count = static_cast<double>(p.count);
   const TrainingFinish finish{gamma, beta, eps, momentum,
@@ -72,7 +72,8 @@ void ForwardTrainingOp(const bnorm_shape& s, const float* x, float* y, const flo
   if (p.fused()) {
     // Normalize each channel right after its statistics, while it is still in cache.
     const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
-    parallel::For(p.c, p.fused_grain(), p.serial, [&](int64_t ch) {
+    parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t i) {
+      const int64_t ch = p.cb + i;
       float sub, mul, add;
       finish(ch, StatsPlane(p.PlaneOf(x, ch), 0, p.count), &sub, &mul, &add);
       AffinePlane(p.PlaneOf(x, ch), p.PlaneOf(y, ch), 0, p.count, sub, mul, add, relu, stream);
@@ -84,17 +85,17 @@ void ForwardTrainingOp(const bnorm_shape& s, const float* x, float* y, const flo
   float* sub = Scratch<float, 2>(static_cast<size_t>(3 * p.c));
   float* mul = sub + p.c;
   float* add = mul + p.c;
-  for (int64_t ch = 0; ch < p.c; ++ch) finish(ch, moments[ch], sub + ch, mul + ch, add + ch);
+  for (int64_t ch = p.cb; ch < p.ce; ++ch) finish(ch, moments[ch], sub + ch, mul + ch, add + ch);
   ApplyAffine(p, x, y, sub, mul, add, relu);
 }
 
-void ForwardInferenceOp(const bnorm_shape& s, const float* x, float* y, const float* gamma,
-                        const float* beta, const float* mean, const float* var, float eps,
-                        unsigned flags) {
-  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0);
+void ForwardInferenceOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+                        const float* gamma, const float* beta, const float* mean,
+                        const float* var, float eps, unsigned flags) {
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end);
   float* mul = Scratch<float, 2>(static_cast<size_t>(2 * p.c));
   float* add = mul + p.c;
-  for (int64_t ch = 0; ch < p.c; ++ch) {
+  for (int64_t ch = p.cb; ch < p.ce; ++ch) {
     const double invstd = 1.0 / std::sqrt(static_cast<double>(var[ch]) + eps);
     mul[ch] = static_cast<float>((gamma ? gamma[ch] : 1.0) * invstd);
     add[ch] = beta ? beta[ch] : 0.0f;
@@ -114,10 +115,10 @@ void FoldOp(int64_t c, const float* gamma, const float* beta, const float* mean,
   }
 }
 
-void AffineOp(const bnorm_shape& s, const float* x, float* y, const float* scale,
-              const float* shift, unsigned flags) {
-  ApplyAffine(MakePlan(s, (flags & BNORM_SERIAL) != 0), x, y, nullptr, scale, shift,
-              (flags & BNORM_FUSE_RELU) != 0);
+void AffineOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+              const float* scale, const float* shift, unsigned flags) {
+  ApplyAffine(MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end), x, y, nullptr,
+              scale, shift, (flags & BNORM_FUSE_RELU) != 0);
 }
 
 }  // namespace detail

@@ -8,8 +8,8 @@ namespace detail {
 void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
   if (!p.rows_mode) {
     if (p.chunks == 1) {  // one item per channel: no partials to merge
-      parallel::For(p.c, p.grain, p.serial, [&](int64_t ch) {
-        moments[ch] = StatsPlane(p.PlaneOf(x, ch), 0, p.count);
+      parallel::For(p.channels(), p.grain, p.serial, [&](int64_t i) {
+        moments[p.cb + i] = StatsPlane(p.PlaneOf(x, p.cb + i), 0, p.count);
       });
       return;
     }
@@ -17,9 +17,9 @@ void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
     parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
       partial[item] = StatsPlane(p.PlaneOf(x, p.Channel(item)), p.K0(item), p.K1(item));
     });
-    for (int64_t ch = 0; ch < p.c; ++ch) {
+    for (int64_t ch = p.cb; ch < p.ce; ++ch) {
       Moments m;
-      for (int64_t k = 0; k < p.chunks; ++k) Merge(m, partial[ch * p.chunks + k]);
+      for (int64_t k = 0; k < p.chunks; ++k) Merge(m, partial[(ch - p.cb) * p.chunks + k]);
       moments[ch] = m;
     }
     return;
@@ -32,23 +32,24 @@ void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
     for (int64_t ch = p.FirstChannel(item); ch < p.LastChannel(item); ++ch) out[ch] = Moments();
     Moments per_position[kMaxRun];
     p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
-                              int64_t col) {
-      StatsRegion(Region<const float>{x + offset, len, stride, runs}, per_position);
+                              int64_t block_runs, int64_t col) {
+      StatsRegion(Region<const float>{x + offset, len, stride, runs, block_runs}, per_position);
       p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) { Merge(out[ch], per_position[pos]); });
     });
   });
-  for (int64_t ch = 0; ch < p.c; ++ch) {
+  for (int64_t ch = p.cb; ch < p.ce; ++ch) {
     Moments m;
     for (int64_t k = 0; k < p.chunks; ++k) Merge(m, partial[k * p.c + ch]);
     moments[ch] = m;
   }
 }
 
-void MomentsOp(const bnorm_shape& s, const float* x, float* mean, float* var) {
-  const Plan p = MakePlan(s, false);
+void MomentsOp(const bnorm_shape& s, const Channels& range, const float* x, float* mean,
+               float* var, unsigned flags) {
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end);
   Moments* moments = Scratch<Moments, 1>(static_cast<size_t>(p.c));
   ChannelMoments(p, x, moments);
-  for (int64_t ch = 0; ch < p.c; ++ch) {
+  for (int64_t ch = p.cb; ch < p.ce; ++ch) {
     mean[ch] = static_cast<float>(moments[ch].mean);
     var[ch] = static_cast<float>(moments[ch].var);
   }

@@ -20,21 +20,28 @@ void ChannelMoments(const Plan& plan, const float* x, Moments* moments);
 void ApplyAffine(const Plan& plan, const float* x, float* y, const float* sub, const float* mul,
                  const float* add, bool relu);
 
-void MomentsOp(const bnorm_shape& s, const float* x, float* mean, float* var);
-void ForwardTrainingOp(const bnorm_shape& s, const float* x, float* y, const float* gamma,
-                       const float* beta, float eps, float momentum, float* running_mean,
-                       float* running_var, float* saved_mean, float* saved_invstd,
-                       unsigned flags);
-void ForwardInferenceOp(const bnorm_shape& s, const float* x, float* y, const float* gamma,
-                        const float* beta, const float* mean, const float* var, float eps,
-                        unsigned flags);
+// The operations, on channels [range.begin, range.end) of the tensor (all of them,
+// or a slice: bit-identical to the whole call on those channels).
+struct Channels {
+  int64_t begin, end;
+};
+
+void MomentsOp(const bnorm_shape& s, const Channels& range, const float* x, float* mean,
+               float* var, unsigned flags);
+void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+                       const float* gamma, const float* beta, float eps, float momentum,
+                       float* running_mean, float* running_var, float* saved_mean,
+                       float* saved_invstd, unsigned flags);
+void ForwardInferenceOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+                        const float* gamma, const float* beta, const float* mean,
+                        const float* var, float eps, unsigned flags);
 void FoldOp(int64_t c, const float* gamma, const float* beta, const float* mean,
             const float* var, float eps, float* scale, float* shift);
-void AffineOp(const bnorm_shape& s, const float* x, float* y, const float* scale,
-              const float* shift, unsigned flags);
-void BackwardOp(const bnorm_shape& s, const float* x, const float* dy, const float* saved_mean,
-                const float* saved_invstd, const float* gamma, const float* y, float* dx,
-                float* dgamma, float* dbeta, unsigned flags);
+void AffineOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+              const float* scale, const float* shift, unsigned flags);
+void BackwardOp(const bnorm_shape& s, const Channels& range, const float* x, const float* dy,
+                const float* saved_mean, const float* saved_invstd, const float* gamma,
+                const float* y, float* dx, float* dgamma, float* dbeta, unsigned flags);
 
 // Returns whether outputs of `bytes` should bypass the cache (non-temporal stores):
 // from 8 MiB, more than a core's share of a last-level cache, the output would only

@@ -18,10 +18,12 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-Plan MakePlan(const bnorm_shape& shape, bool serial_flag) {
+Plan MakePlan(const bnorm_shape& shape, bool serial_flag, int64_t cb, int64_t ce) {
   Plan p{};
   const int64_t n = shape.n, c = shape.c, spatial = shape.spatial;
   p.c = c;
+  p.cb = cb;
+  p.ce = ce;
   p.count = n * spatial;
   p.serial = serial_flag || p.count * c < kParallelValues;
   // One channel is one contiguous plane; NHWC and short NCHW planes are rows.
@@ -61,7 +63,7 @@ Plan MakePlan(const bnorm_shape& shape, bool serial_flag) {
 
 void FillPattern(const Plan& p, const float* per_channel, float fill, float* pattern) {
   p.ForEachPosition(0, p.PatternSize(), [&](int64_t v, int64_t ch) {
-    pattern[v] = per_channel ? per_channel[ch] : fill;
+    if (ch >= p.cb && ch < p.ce) pattern[v] = per_channel ? per_channel[ch] : fill;
   });
 }
 

@@ -43,6 +43,7 @@ constexpr int64_t kLogicalLanes = 16;
 struct Plan {
   bool rows_mode;
   int64_t c, count;       // channels, values per channel
+  int64_t cb, ce;         // the channels this call works on, [cb, ce) (a slice, or all)
   int64_t chunks;         // planes: chunks per channel; rows: chunks of rows
   int64_t chunk_len;      // planes: values per chunk; rows: rows per chunk
   int64_t spatial;        // planes: values per image; rows: 1
@@ -50,7 +51,8 @@ struct Plan {
   int64_t grain;          // items per task
   bool serial;            // run on the calling thread
 
-  int64_t items() const { return rows_mode ? chunks * tiles : c * chunks; }
+  int64_t channels() const { return ce - cb; }
+  int64_t items() const { return rows_mode ? chunks * tiles : channels() * chunks; }
   // Planes: whether training and backward handle a channel in one go (kFuseValues).
   bool fused() const { return !rows_mode && count <= kFuseValues; }
   // Planes: items of the fused passes are channels, grouped like the chunks.
@@ -59,7 +61,7 @@ struct Plan {
   }
 
   // Planes: item geometry.
-  int64_t Channel(int64_t item) const { return item / chunks; }
+  int64_t Channel(int64_t item) const { return cb + item / chunks; }
   int64_t K0(int64_t item) const { return (item % chunks) * chunk_len; }
   int64_t K1(int64_t item) const { return Min(count, K0(item) + chunk_len); }
   template <typename T>
@@ -67,20 +69,33 @@ struct Plan {
     return Plane<T>{base + ch * spatial, spatial, c * spatial};
   }
 
-  // Planes, element-wise passes: slices of the tensor in memory order.
-  int64_t Slices() const { return (count * c + kSliceValues - 1) / kSliceValues; }
-  int64_t V0(int64_t slice) const { return slice * kSliceValues; }
-  int64_t V1(int64_t slice) const { return Min(count * c, V0(slice) + kSliceValues); }
+  // Planes, element-wise passes: the slice's values of each image, in memory order,
+  // cut into pieces of at most kSliceValues.
+  int64_t PiecesPerImage() const {
+    return Max(int64_t{1}, (channels() * spatial + kSliceValues - 1) / kSliceValues);
+  }
+  int64_t Slices() const { return count / spatial * PiecesPerImage(); }
+  int64_t V0(int64_t slice) const {
+    const int64_t image = slice / PiecesPerImage();
+    return (image * c + cb) * spatial + (slice % PiecesPerImage()) * kSliceValues;
+  }
+  int64_t V1(int64_t slice) const {
+    const int64_t image = slice / PiecesPerImage();
+    return Min((image * c + ce) * spatial, V0(slice) + kSliceValues);
+  }
 
-  // Rows: item geometry.
+  // Rows: item geometry. Row values [Lo, Hi) belong to the slice's channels.
+  int64_t Lo() const { return cb * group; }
+  int64_t Hi() const { return ce * group; }
+  bool whole() const { return cb == 0 && ce == c; }
   int64_t Chunk(int64_t item) const { return item / tiles; }
   int64_t R0(int64_t item) const { return Chunk(item) * chunk_len; }
   int64_t R1(int64_t item) const { return Min(num_rows, R0(item) + chunk_len); }
   int64_t C0(int64_t item) const { return (item % tiles) * tile; }
   int64_t C1(int64_t item) const { return Min(row_len, C0(item) + tile); }
-  // Channels [first, last) whose values the item holds.
-  int64_t FirstChannel(int64_t item) const { return period ? 0 : C0(item) / group; }
-  int64_t LastChannel(int64_t item) const { return period ? c : C1(item) / group; }
+  // Channels [first, last) of the slice whose values the item holds (may be empty).
+  int64_t FirstChannel(int64_t item) const { return period ? cb : Max(cb, C0(item) / group); }
+  int64_t LastChannel(int64_t item) const { return period ? ce : Min(ce, C1(item) / group); }
   // Calls fn(pos, ch) for positions [0, len) of a region starting at row value col,
   // ch the channel of the position (stepping, not dividing, per position).
   template <class Fn>
@@ -95,41 +110,63 @@ struct Plan {
     }
   }
 
-  // Calls fn(offset, len, stride, runs, col) for the regions of an item, in order:
-  // `runs` runs of `len` values from value `offset` of the tensor, `stride` apart,
-  // position 0 at value `col` of a row.
+  // Calls fn(offset, len, stride, runs, block_runs, col) for the regions of an item
+  // that hold the slice's values, in order: `runs` runs of `len` values from value
+  // `offset` of the tensor, `stride` apart, position 0 at row value `col`, blocked as
+  // the whole region (block_runs). A slice visits the parts of the whole call's
+  // regions, position by position in the same order, so its results are the same.
   template <class Fn>
   void ForEachRegion(int64_t item, Fn fn) const {
     const int64_t r0 = R0(item), r1 = R1(item);
-    if (period == 0) return fn(r0 * row_len + C0(item), C1(item) - C0(item), row_len, r1 - r0, C0(item));
+    const int64_t lo = Lo(), hi = Hi();
+    if (period == 0) {
+      const int64_t c0 = Max(C0(item), lo), c1 = Min(C1(item), hi);
+      if (c0 < c1) fn(r0 * row_len + c0, c1 - c0, row_len, r1 - r0, BlockRuns(C1(item) - C0(item)), c0);
+      return;
+    }
     const int64_t values = (r1 - r0) * row_len;
     const int64_t runs = values / period;
-    if (runs > 0) fn(r0 * row_len, period, period, runs, int64_t{0});
     const int64_t rest = (values - runs * period) / row_len;  // rows after the last full run
-    if (rest > 0) fn(r0 * row_len + runs * period, row_len, row_len, rest, int64_t{0});
+    const int64_t rest_offset = r0 * row_len + runs * period;
+    if (whole()) {
+      if (runs > 0) fn(r0 * row_len, period, period, runs, BlockRuns(period), int64_t{0});
+      if (rest > 0) fn(rest_offset, row_len, row_len, rest, BlockRuns(row_len), int64_t{0});
+      return;
+    }
+    for (int64_t copy = 0; runs > 0 && copy < period / row_len; ++copy) {
+      fn(r0 * row_len + copy * row_len + lo, hi - lo, period, runs, BlockRuns(period), lo);
+    }
+    if (rest > 0) fn(rest_offset + lo, hi - lo, row_len, rest, BlockRuns(row_len), lo);
   }
 
-  // Calls fn(offset, len, period, pattern_offset) for the contiguous runs of an item:
-  // values [offset, offset + len) of the tensor use pattern values from
+  // Calls fn(offset, len, period, pattern_offset) for the contiguous runs of an item
+  // in the slice: values [offset, offset + len) of the tensor use pattern values from
   // pattern_offset, repeating every `period`.
   template <class Fn>
   void ForEachRun(int64_t item, Fn fn) const {
     const int64_t r0 = R0(item), r1 = R1(item);
-    if (period) return fn(r0 * row_len, (r1 - r0) * row_len, period, int64_t{0});
-    for (int64_t r = r0; r < r1; ++r) fn(r * row_len + C0(item), C1(item) - C0(item), C1(item) - C0(item), C0(item));
+    if (period && whole()) return fn(r0 * row_len, (r1 - r0) * row_len, period, int64_t{0});
+    const int64_t c0 = Max(period ? 0 : C0(item), Lo());
+    const int64_t c1 = Min(period ? row_len : C1(item), Hi());
+    if (c0 >= c1) return;
+    for (int64_t r = r0; r < r1; ++r) fn(r * row_len + c0, c1 - c0, c1 - c0, c0);
   }
 
   // Values of the per-position patterns: a row, or a period, plus padding.
   int64_t PatternSize() const { return (period > row_len ? period : row_len) + kPatternPad; }
 
   static int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
+  static int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
 };
 
-// Returns the plan for a validated, non-empty shape. `serial_flag`: BNORM_SERIAL.
-Plan MakePlan(const bnorm_shape& shape, bool serial_flag);
+// Returns the plan for a validated, non-empty shape, for channels [cb, ce) (all
+// channels unless a slice). `serial_flag`: BNORM_SERIAL. The cutting into items
+// depends on the shape only: a slice is cut as the whole tensor.
+Plan MakePlan(const bnorm_shape& shape, bool serial_flag, int64_t cb, int64_t ce);
 
-// Writes pattern[v] = per_channel[channel of row value v] for v in [0, PatternSize()),
-// with per_channel null meaning `fill`.
+// Writes pattern[v] = per_channel[channel of row value v] for v in [0, PatternSize())
+// whose channel is in the plan's slice (others are left alone), with per_channel null
+// meaning `fill`.
 void FillPattern(const Plan& p, const float* per_channel, float fill, float* pattern);
 
 // Returns this thread's scratch of at least `size` T, grown (never shrunk) as needed:
