@@ -8,6 +8,7 @@
 
 #include <thread>
 
+#include "bnorm/bnorm.hpp"
 #include "test/test_util.h"
 
 namespace bnorm {
@@ -201,6 +202,25 @@ TEST_CASE("slices: a range outside [0, c] is refused, naming c_begin and c_end")
   }
   CHECK(bnorm_moments_slice_f32(&s, 2, 2, x.data(), mean.data(), var.data(), 0) == bnorm_success);
   CHECK(Bits(mean[2]) == Bits(kPoison));
+}
+
+TEST_CASE("slices: the C++ overloads with bnorm::Channels match the C calls") {
+  const bnorm_shape cs = Shape(3, 6, 40, bnorm_nhwc);
+  const bnorm::Shape s{3, 6, 40, bnorm::Layout::kNHWC};
+  const Inputs in(cs);
+  Outputs want(cs), got(cs);
+  RunAll(cs, in, want, 2, 5, false, 0);
+  const bnorm::Channels ch{2, 5};
+  bnorm::Moments(s, ch, in.x, got.mean, got.var);
+  bnorm::ForwardTraining(s, ch, in.x, got.y_train, in.gamma, in.beta, 1e-3f, 0.25f,
+                         got.running_mean, got.running_var, got.saved_mean, got.saved_invstd);
+  bnorm::ForwardInference(s, ch, in.x, got.y_infer, in.gamma, in.beta, in.mean, in.var, 1e-3f);
+  bnorm::Affine(s, ch, in.x, got.y_affine, in.gamma, in.beta);
+  bnorm::Backward(s, ch, in.x, in.dy, in.mean, in.var, in.gamma, in.y, got.dx, got.dgamma,
+                  got.dbeta, bnorm::kFuseRelu);
+  CheckSame(got, want);
+  CHECK_THROWS_AS(bnorm::Affine(s, bnorm::Channels{4, 2}, in.x, got.y_affine, in.gamma, in.beta),
+                  bnorm::Error);
 }
 
 }  // namespace

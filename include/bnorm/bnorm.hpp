@@ -173,6 +173,76 @@ inline void Backward(const Shape& s, Span<const float> x, Span<const float> dy,
       flags));
 }
 
+// Channel slices [begin, end) of a tensor: the operations above on those channels
+// only, bit-identical to the whole call (see bnorm_*_slice_f32). Spans are the whole
+// tensor and whole per-channel arrays.
+struct Channels {
+  int64_t begin = 0, end = 0;
+};
+
+inline void Moments(const Shape& s, Channels ch, Span<const float> x, Span<float> mean,
+                    Span<float> var, unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_moments_slice_f32(&cs, ch.begin, ch.end,
+                                        detail::Sized(x, s.elements(), "x"),
+                                        detail::Sized(mean, s.c, "mean"),
+                                        detail::Sized(var, s.c, "var"), flags));
+}
+
+inline void ForwardTraining(const Shape& s, Channels ch, Span<const float> x, Span<float> y,
+                            Span<const float> gamma, Span<const float> beta, float eps,
+                            float momentum, Span<float> running_mean, Span<float> running_var,
+                            Span<float> saved_mean, Span<float> saved_invstd,
+                            unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_forward_training_slice_f32(
+      &cs, ch.begin, ch.end, detail::Sized(x, s.elements(), "x"),
+      detail::Sized(y, s.elements(), "y"), detail::Sized(gamma, s.c, "gamma", true),
+      detail::Sized(beta, s.c, "beta", true), eps, momentum,
+      detail::Sized(running_mean, s.c, "running_mean", true),
+      detail::Sized(running_var, s.c, "running_var", true),
+      detail::Sized(saved_mean, s.c, "saved_mean", true),
+      detail::Sized(saved_invstd, s.c, "saved_invstd", true), flags));
+}
+
+inline void ForwardInference(const Shape& s, Channels ch, Span<const float> x, Span<float> y,
+                             Span<const float> gamma, Span<const float> beta,
+                             Span<const float> mean, Span<const float> var, float eps,
+                             unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_forward_inference_slice_f32(
+      &cs, ch.begin, ch.end, detail::Sized(x, s.elements(), "x"),
+      detail::Sized(y, s.elements(), "y"), detail::Sized(gamma, s.c, "gamma", true),
+      detail::Sized(beta, s.c, "beta", true), detail::Sized(mean, s.c, "mean"),
+      detail::Sized(var, s.c, "var"), eps, flags));
+}
+
+inline void Affine(const Shape& s, Channels ch, Span<const float> x, Span<float> y,
+                   Span<const float> scale, Span<const float> shift, unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_affine_slice_f32(&cs, ch.begin, ch.end,
+                                       detail::Sized(x, s.elements(), "x"),
+                                       detail::Sized(y, s.elements(), "y"),
+                                       detail::Sized(scale, s.c, "scale"),
+                                       detail::Sized(shift, s.c, "shift"), flags));
+}
+
+inline void Backward(const Shape& s, Channels ch, Span<const float> x, Span<const float> dy,
+                     Span<const float> saved_mean, Span<const float> saved_invstd,
+                     Span<const float> gamma, Span<const float> y, Span<float> dx,
+                     Span<float> dgamma, Span<float> dbeta, unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_backward_slice_f32(
+      &cs, ch.begin, ch.end, detail::Sized(x, s.elements(), "x"),
+      detail::Sized(dy, s.elements(), "dy"), detail::Sized(saved_mean, s.c, "saved_mean"),
+      detail::Sized(saved_invstd, s.c, "saved_invstd"), detail::Sized(gamma, s.c, "gamma", true),
+      detail::Sized(y, s.elements(), "y", true), detail::Sized(dx, s.elements(), "dx", true),
+      detail::Sized(dgamma, s.c, "dgamma", true), detail::Sized(dbeta, s.c, "dbeta", true),
+      flags));
+}
+
+inline std::string Version() { return bnorm_version(); }
+
 }  // namespace bnorm
 
 #endif  // BNORM_BNORM_HPP_
