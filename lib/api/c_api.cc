@@ -57,7 +57,11 @@ class Validator {
       return Fail(bnorm_invalid_argument,
                   "shape->layout: must be bnorm_nchw (0) or bnorm_nhwc (1) (got %d)", layout);
     }
-    int64_t count = 0, elements = 0, bytes = 0;
+    int64_t count = 0, elements = 0, bytes = 0, channel_bytes = 0;
+    if (__builtin_mul_overflow(s->c, static_cast<int64_t>(sizeof(float)), &channel_bytes)) {
+      return Fail(bnorm_invalid_argument,
+                  "shape->c: c*sizeof(float) overflows int64 (got c=%lld)", L(s->c));
+    }
     if (__builtin_mul_overflow(s->n, s->spatial, &count) ||
         __builtin_mul_overflow(count, s->c, &elements) ||
         __builtin_mul_overflow(elements, static_cast<int64_t>(sizeof(float)), &bytes)) {

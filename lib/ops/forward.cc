@@ -20,7 +20,7 @@ void ApplyAffine(const Plan& p, const float* x, float* y, const float* sub, cons
   }
   // Rows: per-channel coefficients laid out as the values of a row (or period).
   const size_t size = static_cast<size_t>(p.PatternSize());
-  float* pattern = Scratch<float, 3>(3 * size);
+  float* pattern = Scratch<float, 3>(3 * size);  // (the training op sized it already)
   FillPattern(p, sub, 0.0f, pattern);
   FillPattern(p, mul, 0.0f, pattern + size);
   FillPattern(p, add, 0.0f, pattern + 2 * size);
@@ -85,6 +85,9 @@ void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const float*
   float* sub = Scratch<float, 2>(static_cast<size_t>(3 * p.c));
   float* mul = sub + p.c;
   float* add = mul + p.c;
+  // Every scratch buffer exists before the first output is written: running out of
+  // memory must leave the outputs untouched.
+  if (p.rows_mode) Scratch<float, 3>(3 * static_cast<size_t>(p.PatternSize()));
   for (int64_t ch = p.cb; ch < p.ce; ++ch) finish(ch, moments[ch], sub + ch, mul + ch, add + ch);
   ApplyAffine(p, x, y, sub, mul, add, relu);
 }
