@@ -5,8 +5,10 @@
 #ifndef BNORM_TEST_TEST_UTIL_H_
 #define BNORM_TEST_TEST_UTIL_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <iomanip>
 #include <random>
@@ -118,11 +120,34 @@ struct RestoreBestTarget {
   ~RestoreBestTarget() { bnorm_set_target(nullptr); }
 };
 
-// Runs body(target) once per target in bnorm_supported_targets(), after selecting it
-// and checking that dispatch really switched; restores the best target at the end.
+// Returns the targets ForEachTarget runs: every supported one, or, when the environment
+// variable BNORM_TEST_TARGETS lists names (space-separated), those of them, each of
+// which must be supported. tools/run.sh uses it under emulation so that each (target,
+// vector length) pair runs once over its five emulated CPUs rather than up to five
+// times (NEON on every one of them).
+inline std::vector<std::string> TestTargets() {
+  const std::vector<std::string> supported = SupportedTargets();
+  const char* env = std::getenv("BNORM_TEST_TARGETS");
+  if (env == nullptr || env[0] == '\0') return supported;
+  std::vector<std::string> chosen;
+  for (const std::string& t : supported) {
+    for (const std::string& wanted : SplitNames(env)) {
+      if (t == wanted) chosen.push_back(t);
+    }
+  }
+  for (const std::string& wanted : SplitNames(env)) {
+    INFO("BNORM_TEST_TARGETS=", std::string(env), ", supported: ", bnorm_supported_targets());
+    REQUIRE(std::find(supported.begin(), supported.end(), wanted) != supported.end());
+  }
+  return chosen;
+}
+
+// Runs body(target) once per target of TestTargets() (every supported target unless
+// BNORM_TEST_TARGETS says otherwise), after selecting it and checking that dispatch
+// really switched; restores the best target at the end.
 template <class Body>
 void ForEachTarget(Body&& body) {
-  const std::vector<std::string> targets = SupportedTargets();
+  const std::vector<std::string> targets = TestTargets();
   REQUIRE(!targets.empty());
   RestoreBestTarget restore;
   for (const std::string& target : targets) {

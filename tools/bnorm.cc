@@ -38,6 +38,8 @@ commands:
                      and output; exits 1 on any failure
       --json FILE      also write the results as JSON
       --target NAME    check only this target (repeatable; default: all supported)
+      --quick          about a twentieth of the elements (same kinds of cases):
+                       for emulators such as qemu
   bench [options]    time operations on real network shapes with a cold cache and
                      print, per row, the median time, GB/s on the minimal traffic
                      (moments 1T, inference/affine 2T, training 3T, backward 3T:
@@ -68,7 +70,8 @@ commands:
   help, --help, -h   this text
 
 Options take their value as the next argument or after '=' (--op=training).
-Environment: BNORM_TARGET=NAME selects the target for the whole process.
+Environment: BNORM_TARGET=NAME selects the target for the whole process;
+BNORM_CHECK_TARGETS="NAME ..." is the default of check's --target.
 Exit status: 0 success, 1 a check failed or a call returned an error, 2 bad usage.
 )";
 
@@ -179,6 +182,8 @@ int Main(int argc, char** argv) {
         if (!supported)
           throw UsageError{"--target: '" + name + "' is not supported (" + KnownTargets() + ")"};
         options.targets.push_back(name);
+      } else if (opt == "--quick") {
+        options.quick = true;
       } else if (opt == "--help" || opt == "-h") {
         std::fputs(kUsage, stdout);
         return 0;

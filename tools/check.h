@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -183,6 +184,38 @@ inline std::vector<Case> Sweep() {
     }
     for (const bnorm_shape s : {bnorm_shape{2, 5, 33, layout}, bnorm_shape{3, 7, 1000, layout},
                                 bnorm_shape{64, 33, 1, layout}, bnorm_shape{1, 19, 4099, layout}}) {
+      cases.push_back({s, false, true});
+    }
+  }
+  return cases;
+}
+
+// Returns the sweep of `bnorm check --quick`: the same kinds of cases at about a
+// twentieth of the elements, for emulators
+// (qemu runs the Arm lanes of tools/run.sh some 30 to 100 times slower): c and spatial
+// in {1, 2, 3, 7, 16, 17, 33, 61, 257}, n in {1, 2}, at most 16 Ki elements, then one
+// shape per layout past every chunk, fusion and threading threshold (256 Ki values in
+// one NCHW channel; 140 K NHWC values), and the high-mean and NaN+Inf cases, smaller.
+inline std::vector<Case> QuickSweep() {
+  const int64_t sizes[] = {1, 2, 3, 7, 16, 17, 33, 61, 257};
+  std::vector<Case> cases;
+  for (const bnorm_layout layout : {bnorm_nchw, bnorm_nhwc}) {
+    for (const int64_t n : {1, 2}) {
+      for (const int64_t c : sizes) {
+        for (const int64_t spatial : sizes) {
+          if (n * c * spatial > 16384) continue;
+          cases.push_back({{n, c, spatial, layout}});
+        }
+      }
+    }
+    cases.push_back({layout == bnorm_nchw ? bnorm_shape{1, 1, (1 << 18) + 3, layout}
+                                          : bnorm_shape{2, 64, 1100, layout}});
+    for (const bnorm_shape s : {bnorm_shape{2, 17, 1000, layout}, bnorm_shape{2, 3, 4099, layout},
+                                bnorm_shape{100, 64, 1, layout}}) {
+      cases.push_back({s, true});
+    }
+    for (const bnorm_shape s : {bnorm_shape{2, 5, 33, layout}, bnorm_shape{3, 7, 1000, layout},
+                                bnorm_shape{64, 33, 1, layout}, bnorm_shape{1, 5, 4099, layout}}) {
       cases.push_back({s, false, true});
     }
   }
@@ -858,7 +891,7 @@ inline void PrintTable(const std::vector<TargetResults>& targets) {
 }
 
 inline void WriteJson(const std::string& path, const std::vector<TargetResults>& targets,
-                      size_t cases, double seconds, bool pass) {
+                      size_t cases, double seconds, bool pass, bool selected) {
   Json j;
   j.BeginObject();
   j.Key("tool").String("bnorm check");
@@ -868,6 +901,8 @@ inline void WriteJson(const std::string& path, const std::vector<TargetResults>&
   j.Key("cases").Int(static_cast<int64_t>(cases));
   j.Key("seconds").Number(seconds);
   j.Key("pass").Bool(pass);
+  // Whether the targets were chosen (--target, BNORM_CHECK_TARGETS), not all supported.
+  j.Key("targets_selected").Bool(selected);
   j.Key("targets").BeginArray();
   for (const TargetResults& t : targets) {
     j.BeginObject();
@@ -907,14 +942,20 @@ inline void WriteJson(const std::string& path, const std::vector<TargetResults>&
 struct CheckOptions {
   std::string json_path;
   std::vector<std::string> targets;  // empty: every supported target
+  bool quick = false;                 // QuickSweep and smaller determinism cases
 };
 
 // Runs `bnorm check`; returns the process exit code.
 inline int RunCheck(const CheckOptions& options) {
   using namespace check;  // NOLINT(build/namespaces): this file's own namespace
   const auto start = std::chrono::steady_clock::now();
-  std::vector<std::string> names =
-      options.targets.empty() ? TargetList(bnorm_supported_targets()) : options.targets;
+  // Targets: --target, else BNORM_CHECK_TARGETS (tools/run.sh under emulation), else
+  // every supported one. A named target the CPU lacks is reported as not dispatched.
+  const char* env_targets = std::getenv("BNORM_CHECK_TARGETS");
+  std::vector<std::string> names = options.targets;
+  if (names.empty() && env_targets != nullptr) names = TargetList(env_targets);
+  const bool selected = !names.empty();
+  if (!selected) names = TargetList(bnorm_supported_targets());
   std::printf("bnorm check: %s\n", CpuModel().c_str());
   std::printf(
       "targets: %s (supported: %s)\n",
@@ -930,7 +971,7 @@ inline int RunCheck(const CheckOptions& options) {
   std::vector<std::string> failures, notes;
   for (size_t t = 0; t < names.size(); ++t) targets[t].name = names[t];
 
-  const std::vector<Case> sweep = Sweep();
+  const std::vector<Case> sweep = options.quick ? QuickSweep() : Sweep();
   int64_t elements = 0;
   for (const Case& cs : sweep) elements += ref::Elements(cs.shape);
   std::printf(
@@ -973,9 +1014,15 @@ inline int RunCheck(const CheckOptions& options) {
 
   // Empty tensors, and bit-identical results whatever the thread count.
   std::vector<CaseData> det_cases;
-  det_cases.push_back(MakeCase({{8, 64, 56 * 56, bnorm_nchw}}, 1001));
-  det_cases.push_back(MakeCase({{8, 64, 56 * 56, bnorm_nhwc}}, 1002));
-  det_cases.push_back(MakeCase({{512, 256, 1, bnorm_nhwc}}, 1003));
+  if (options.quick) {  // each still above the threading threshold (64 Ki values)
+    det_cases.push_back(MakeCase({{2, 16, 56 * 56, bnorm_nchw}}, 1001));
+    det_cases.push_back(MakeCase({{2, 16, 56 * 56, bnorm_nhwc}}, 1002));
+    det_cases.push_back(MakeCase({{320, 256, 1, bnorm_nhwc}}, 1003));
+  } else {
+    det_cases.push_back(MakeCase({{8, 64, 56 * 56, bnorm_nchw}}, 1001));
+    det_cases.push_back(MakeCase({{8, 64, 56 * 56, bnorm_nhwc}}, 1002));
+    det_cases.push_back(MakeCase({{512, 256, 1, bnorm_nhwc}}, 1003));
+  }
   for (TargetResults& t : targets) {
     if (!t.dispatched) continue;
     bnorm_set_target(t.name.c_str());
@@ -1006,7 +1053,7 @@ inline int RunCheck(const CheckOptions& options) {
   std::printf("\n%s: %zu targets, %zu shapes, %.1f s\n", pass ? "PASS" : "FAIL", targets.size(),
               sweep.size(), seconds.count());
   if (!options.json_path.empty()) {
-    WriteJson(options.json_path, targets, sweep.size(), seconds.count(), pass);
+    WriteJson(options.json_path, targets, sweep.size(), seconds.count(), pass, selected);
     std::printf("wrote %s\n", options.json_path.c_str());
   }
   return pass ? 0 : kExitFailure;

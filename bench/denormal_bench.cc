@@ -1,0 +1,187 @@
+// Denormal inputs must not slow a target down by more than 2x (the issue "Hostile
+// input"; the library neither sets nor relies on flush-to-zero, so a CPU that takes a
+// slow path on denormals would show it here). Every operation, on every compiled
+// target, times the same call on ordinary data and on denormal data:
+//   normal:   x ~ N(mean, std) with std in [1/8, 8], as the test suite's data
+//   denormal: x = random odd multiples of 2^-149 below 2^-127 (every value denormal);
+//             affine with scale 1 and shift 0, so that its outputs are denormal too
+// One shape that fits L2 (compute-bound, where a slow path would show, not hidden
+// behind DRAM), on the calling thread (BNORM_SERIAL). The run ends with a table of
+// time(denormal) / time(normal) per operation and target (the thread's CPU time, so
+// that other load on the machine cancels out), flagged above 2.
+//   build/bench/denormal_bench [--benchmark_min_time=0.2] [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+#include <time.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bnorm/bnorm.h"
+
+namespace bnorm {
+namespace {
+
+const char* const kOps[] = {"moments", "training", "inference", "affine", "backward"};
+
+// 4 x 64 x 256 floats: 256 KiB per tensor, x and y together within a 1 MiB L2.
+const bnorm_shape kShape = {4, 64, 256, bnorm_nchw};
+
+struct Data {
+  std::vector<float> x, dy, y, gamma, beta, mean, var, invstd, out_c1, out_c2, dx;
+};
+
+Data MakeData(bool denormal) {
+  const int64_t c = kShape.c, e = kShape.n * kShape.c * kShape.spatial;
+  std::mt19937 rng(denormal ? 2 : 1);
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> unit(0, 1);
+  Data d;
+  d.x.resize(e);
+  d.dy.resize(e);
+  d.y.resize(e);
+  d.dx.resize(e);
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  for (int64_t i = 0; i < e; ++i) {
+    if (denormal) {
+      const double units = 2.0 * (rng() % (1u << 22)) + 1;  // odd, below 2^23
+      d.x[i] = static_cast<float>((rng() & 1 ? -units : units) * tiny);
+      d.dy[i] = static_cast<float>((rng() & 1 ? -1.0 : 1.0) * (2.0 * (rng() % 1000) + 1) * tiny);
+    } else {
+      const double sd = std::exp2(unit(rng) * 6 - 3);
+      d.x[i] = static_cast<float>(sd * (normal(rng) + 1));
+      d.dy[i] = static_cast<float>(normal(rng));
+    }
+    d.y[i] = d.x[i];  // ReLU mask for backward: about half <= 0
+  }
+  d.gamma.assign(c, 1.0f);
+  d.beta.assign(c, 0.0f);
+  d.mean.assign(c, 0.0f);
+  d.var.assign(c, 1.0f);
+  d.invstd.assign(c, 1.0f);
+  d.out_c1.resize(c);
+  d.out_c2.resize(c);
+  return d;
+}
+
+bnorm_status Run(const std::string& op, Data& d, unsigned flags) {
+  const bnorm_shape* s = &kShape;
+  if (op == "moments") return bnorm_moments_f32(s, d.x.data(), d.out_c1.data(), d.out_c2.data());
+  if (op == "training")
+    return bnorm_forward_training_f32(s, d.x.data(), d.dx.data(), d.gamma.data(), d.beta.data(),
+                                      1e-5f, 0.1f, nullptr, nullptr, d.out_c1.data(),
+                                      d.out_c2.data(), flags);
+  if (op == "inference")
+    return bnorm_forward_inference_f32(s, d.x.data(), d.dx.data(), d.gamma.data(), d.beta.data(),
+                                       d.mean.data(), d.var.data(), 1e-5f, flags);
+  if (op == "affine")
+    return bnorm_affine_f32(s, d.x.data(), d.dx.data(), d.gamma.data(), d.beta.data(), flags);
+  return bnorm_backward_f32(s, d.x.data(), d.dy.data(), d.mean.data(), d.invstd.data(),
+                            d.gamma.data(), d.y.data(), d.dx.data(), d.out_c1.data(),
+                            d.out_c2.data(), flags | BNORM_FUSE_RELU);
+}
+
+// Returns this thread's CPU time in seconds: the calls run on it (BNORM_SERIAL), and
+// other load on the machine does not count.
+double ThreadSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// CPU seconds per call, by "op/target" and data kind.
+std::map<std::string, std::map<std::string, double>>& Results() {
+  static std::map<std::string, std::map<std::string, double>> results;
+  return results;
+}
+
+void BM_Denormal(benchmark::State& state, std::string op, std::string target, bool denormal) {
+  if (bnorm_set_target(target.c_str()) != bnorm_success || target != bnorm_active_target()) {
+    state.SkipWithError((target + " is not supported here").c_str());
+    bnorm_set_target(nullptr);
+    return;
+  }
+  Data d = MakeData(denormal);
+  if (Run(op, d, BNORM_SERIAL) != bnorm_success) {
+    state.SkipWithError(bnorm_last_error());
+    bnorm_set_target(nullptr);
+    return;
+  }
+  const double start = ThreadSeconds();
+  for (auto _ : state) {
+    Run(op, d, BNORM_SERIAL);
+    benchmark::ClobberMemory();
+  }
+  const double seconds = ThreadSeconds() - start;
+  const double per_call = seconds / static_cast<double>(state.iterations());
+  Results()[op + "/" + target][denormal ? "denormal" : "normal"] = per_call;
+  const double bytes = static_cast<double>(kShape.n * kShape.c * kShape.spatial) * 4;
+  state.SetBytesProcessed(static_cast<int64_t>(bytes * static_cast<double>(state.iterations())));
+  bnorm_set_target(nullptr);
+}
+
+std::vector<std::string> Split(const char* list) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (const char* p = list; *p; ++p) {
+    if (*p == ' ') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += *p;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+}  // namespace
+}  // namespace bnorm
+
+int main(int argc, char** argv) {
+  using bnorm::Results;
+  const std::vector<std::string> targets = bnorm::Split(bnorm_supported_targets());
+  for (const char* op : bnorm::kOps)
+    for (const std::string& t : targets)
+      for (bool denormal : {false, true})
+        benchmark::RegisterBenchmark(
+            (std::string("denormal/") + op + "/" + t + (denormal ? "/denormal" : "/normal"))
+                .c_str(),
+            bnorm::BM_Denormal, std::string(op), t, denormal)
+            ->Unit(benchmark::kMicrosecond);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+
+  // time(denormal) / time(normal) per operation and target.
+  std::printf(
+      "\ntime(denormal data) / time(normal data), %lld x %lld x %lld NCHW, one thread "
+      "(> 2 is flagged !):\n%-10s",
+      static_cast<long long>(bnorm::kShape.n), static_cast<long long>(bnorm::kShape.c),
+      static_cast<long long>(bnorm::kShape.spatial), "");
+  for (const std::string& t : targets) std::printf(" %9s", t.c_str());
+  std::printf("\n");
+  double worst = 0;
+  for (const char* op : bnorm::kOps) {
+    std::printf("%-10s", op);
+    for (const std::string& t : targets) {
+      const auto found = Results().find(std::string(op) + "/" + t);
+      if (found == Results().end() || found->second.size() != 2) {
+        std::printf(" %9s", "-");
+        continue;
+      }
+      const double ratio = found->second.at("denormal") / found->second.at("normal");
+      worst = ratio > worst ? ratio : worst;
+      std::printf(" %8.2f%s", ratio, ratio > 2 ? "!" : " ");
+    }
+    std::printf("\n");
+  }
+  std::printf("worst ratio: %.2f (limit 2)\n", worst);
+  return 0;
+}
