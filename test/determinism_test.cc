@@ -1,11 +1,14 @@
 // Determinism: for each target, every operation gives bit-identical results whatever the
 // number of threads (tbb::task_arena of 1..4), with BNORM_SERIAL, and on repeated runs,
-// on shapes big enough to be cut into many chunks.
+// on shapes big enough to be cut into many chunks. Under an emulator (BNORM_TEST_QUICK=1)
+// smaller shapes of the same work plans and fewer arena sizes.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <tbb/global_control.h>
 #include <tbb/task_arena.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "test/test_util.h"
@@ -13,6 +16,31 @@
 namespace bnorm {
 namespace test {
 namespace {
+
+// Whether the suite runs under an emulator (BNORM_TEST_QUICK=1: tools/run.sh sets it
+// in its qemu lanes, test/meson.build for the embedding tests of cross builds).
+bool Quick() {
+  const char* env = std::getenv("BNORM_TEST_QUICK");
+  return env && *env && std::strcmp(env, "0") != 0;
+}
+
+// The shapes: LargeShapes(), or, quick, the same work plans at a fifth of the values,
+// each still cut into at least two items per chunked dimension: fused NCHW planes in 2
+// chunks and over kFuseValues per channel in 5, many single-chunk planes, rows in flat
+// periods (NCHW spatial 9, NHWC) and in tiles (NCHW spatial 20, NHWC), 2 chunks each.
+std::vector<bnorm_shape> DeterminismShapes() {
+  if (!Quick()) return LargeShapes();
+  return {Shape(1, 3, 70001, bnorm_nchw),  Shape(1, 2, 262147, bnorm_nchw),
+          Shape(2, 32, 1500, bnorm_nchw),  Shape(2117, 7, 9, bnorm_nchw),
+          Shape(145, 50, 20, bnorm_nchw),  Shape(2, 77, 1000, bnorm_nhwc),
+          Shape(1, 5, 30005, bnorm_nhwc),  Shape(130, 1100, 1, bnorm_nhwc)};
+}
+
+// Arena sizes: 1..4 and 4 again; quick, 1, 3 and 4.
+std::vector<int> ThreadCounts() {
+  if (Quick()) return {1, 3, 4};
+  return {1, 2, 3, 4, 4};
+}
 
 struct Data {
   std::vector<float> x, dy, y, gamma, beta, mean, var, saved_invstd, rm0, rv0;
@@ -87,12 +115,12 @@ void CheckSame(const Outputs& got, const Outputs& want) {
 TEST_CASE("determinism: bit-identical for 1..4 threads, serial, and repeated runs") {
   // Let arenas of up to 4 threads really get 4 threads on a 2-core machine.
   tbb::global_control allow(tbb::global_control::max_allowed_parallelism, 4);
-  for (const bnorm_shape& s : LargeShapes()) {
+  for (const bnorm_shape& s : DeterminismShapes()) {
     INFO("shape ", ShapeString(s));
     const Data d = MakeData(s);
     ForEachTarget([&](const std::string&) {
       const Outputs serial = RunAll(s, d, BNORM_SERIAL);
-      for (int threads : {1, 2, 3, 4, 4}) {
+      for (int threads : ThreadCounts()) {
         INFO("threads ", threads);
         tbb::task_arena arena(threads);
         Outputs got;
@@ -110,7 +138,10 @@ TEST_CASE("determinism: concurrent calls from several threads") {
   // Four application threads call every operation at once (threaded and serial): the
   // results equal the serial ones (no shared scratch, no cross-talk between calls).
   tbb::global_control allow(tbb::global_control::max_allowed_parallelism, 4);
-  const bnorm_shape shapes[] = {Shape(2, 77, 5000, bnorm_nhwc), Shape(4, 3, 20000, bnorm_nchw)};
+  // Quick: 2 chunks of NHWC rows instead of 6, and the NCHW planes at half the values.
+  const std::vector<bnorm_shape> shapes =
+      Quick() ? std::vector<bnorm_shape>{Shape(2, 77, 1000, bnorm_nhwc), Shape(2, 3, 20000, bnorm_nchw)}
+              : std::vector<bnorm_shape>{Shape(2, 77, 5000, bnorm_nhwc), Shape(4, 3, 20000, bnorm_nchw)};
   for (const bnorm_shape& s : shapes) {
     INFO("shape ", ShapeString(s));
     const Data d = MakeData(s);

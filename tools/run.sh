@@ -35,7 +35,8 @@ build_dir="${BNORM_BUILD_DIR:-build}"
 jobs="${BNORM_JOBS:-$(nproc)}"
 
 packages=(g++ pkg-config cmake meson ninja-build python3
-          libhwy-dev libtbb-dev doctest-dev libbenchmark-dev)
+          libhwy-dev libtbb-dev doctest-dev libbenchmark-dev
+          libopenmpi-dev openmpi-bin)
 arm_packages=(g++-aarch64-linux-gnu qemu-user libhwy-dev:arm64 libtbb-dev:arm64
               libasan8:arm64 libubsan1:arm64)
 
@@ -171,7 +172,9 @@ want_lane() {
 # each target runs on one CPU, the vector-length-agnostic SVE and SVE2 at more than
 # one length: NEON (the same on every CPU), SVE at 512 and 128 bits, SVE2 at 512, 256
 # and 128 bits, SVE_256, SVE2_128. BNORM_ARM_ALL_TARGETS=1 covers every supported
-# target on every CPU (14 runs, not 8).
+# target on every CPU (14 runs, not 8). Every qemu lane also sets BNORM_TEST_QUICK=1:
+# the tests that are heavy under emulation (slice, determinism, alloc, concurrency,
+# threads) run smaller shape sets of the same work plans and edge cases.
 arm_cpus=(
   "cortex-a72|cortex-a72|NEON|NEON|0|NEON"
   "a64fx|a64fx|SVE|SVE NEON|512|SVE"
@@ -185,7 +188,7 @@ arm_cpu_env() {
   local label qemu_cpu best supported bits cover
   IFS='|' read -r label qemu_cpu best supported bits cover <<<"$1"
   [ "${BNORM_ARM_ALL_TARGETS:-0}" = 1 ] && cover="$supported"
-  echo "QEMU_CPU=$qemu_cpu|BNORM_EXPECT_TARGET=$best|BNORM_EXPECT_SUPPORTED=$supported|BNORM_EXPECT_SVE_BITS=$bits|BNORM_TEST_TARGETS=$cover|BNORM_CHECK_TARGETS=$cover"
+  echo "QEMU_CPU=$qemu_cpu|BNORM_EXPECT_TARGET=$best|BNORM_EXPECT_SUPPORTED=$supported|BNORM_EXPECT_SVE_BITS=$bits|BNORM_TEST_TARGETS=$cover|BNORM_CHECK_TARGETS=$cover|BNORM_TEST_QUICK=1"
 }
 
 sanitizer_options=(-Db_sanitize=address,undefined -Dbuildtype=debugoptimized
