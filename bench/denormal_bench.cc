@@ -5,7 +5,7 @@
 //   normal:   x ~ N(mean, std) with std in [1/8, 8], as the test suite's data
 //   denormal: x = random odd multiples of 2^-149 below 2^-127 (every value denormal);
 //             affine with scale 1 and shift 0, so that its outputs are denormal too
-// One shape that fits L2 (compute-bound, where a slow path would show, not hidden
+// One size that fits L2 in both layouts (compute-bound, where a slow path would show, not hidden
 // behind DRAM), on the calling thread (BNORM_SERIAL). The run ends with a table of
 // time(denormal) / time(normal) per operation and target (the thread's CPU time, so
 // that other load on the machine cancels out), flagged above 2.
@@ -23,21 +23,24 @@
 #include <vector>
 
 #include "bnorm/bnorm.h"
+#include "bnorm/bnorm.hpp"
 
 namespace bnorm {
 namespace {
 
 const char* const kOps[] = {"moments", "training", "inference", "affine", "backward"};
 
-// 4 x 64 x 256 floats: 256 KiB per tensor, x and y together within a 1 MiB L2.
-const bnorm_shape kShape = {4, 64, 256, bnorm_nchw};
+// 4 x 64 x 256 floats: 256 KiB per tensor, x and y together within a 1 MiB L2; NCHW
+// (channel planes) and NHWC (rows of channels), whose kernels differ.
+const bnorm_shape kShapes[] = {{4, 64, 256, bnorm_nchw}, {4, 64, 256, bnorm_nhwc}};
+const char* const kLayoutNames[] = {"nchw", "nhwc"};
 
 struct Data {
   std::vector<float> x, dy, y, gamma, beta, mean, var, invstd, out_c1, out_c2, dx;
 };
 
-Data MakeData(bool denormal) {
-  const int64_t c = kShape.c, e = kShape.n * kShape.c * kShape.spatial;
+Data MakeData(const bnorm_shape& shape, bool denormal) {
+  const int64_t c = shape.c, e = shape.n * shape.c * shape.spatial;
   std::mt19937 rng(denormal ? 2 : 1);
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> unit(0, 1);
@@ -69,8 +72,7 @@ Data MakeData(bool denormal) {
   return d;
 }
 
-bnorm_status Run(const std::string& op, Data& d, unsigned flags) {
-  const bnorm_shape* s = &kShape;
+bnorm_status Run(const std::string& op, const bnorm_shape* s, Data& d, unsigned flags) {
   if (op == "moments") return bnorm_moments_f32(s, d.x.data(), d.out_c1.data(), d.out_c2.data());
   if (op == "training")
     return bnorm_forward_training_f32(s, d.x.data(), d.dx.data(), d.gamma.data(), d.beta.data(),
@@ -100,60 +102,51 @@ std::map<std::string, std::map<std::string, double>>& Results() {
   return results;
 }
 
-void BM_Denormal(benchmark::State& state, std::string op, std::string target, bool denormal) {
+void BM_Denormal(benchmark::State& state, std::string op, int layout, std::string target,
+                 bool denormal) {
+  const bnorm_shape& shape = kShapes[layout];
+  const std::string row = op + " " + kLayoutNames[layout];
   if (bnorm_set_target(target.c_str()) != bnorm_success || target != bnorm_active_target()) {
     state.SkipWithError((target + " is not supported here").c_str());
     bnorm_set_target(nullptr);
     return;
   }
-  Data d = MakeData(denormal);
-  if (Run(op, d, BNORM_SERIAL) != bnorm_success) {
+  Data d = MakeData(shape, denormal);
+  if (Run(op, &shape, d, BNORM_SERIAL) != bnorm_success) {
     state.SkipWithError(bnorm_last_error());
     bnorm_set_target(nullptr);
     return;
   }
   const double start = ThreadSeconds();
   for (auto _ : state) {
-    Run(op, d, BNORM_SERIAL);
+    Run(op, &shape, d, BNORM_SERIAL);
     benchmark::ClobberMemory();
   }
   const double seconds = ThreadSeconds() - start;
   const double per_call = seconds / static_cast<double>(state.iterations());
-  Results()[op + "/" + target][denormal ? "denormal" : "normal"] = per_call;
-  const double bytes = static_cast<double>(kShape.n * kShape.c * kShape.spatial) * 4;
+  Results()[row + "/" + target][denormal ? "denormal" : "normal"] = per_call;
+  const double bytes = static_cast<double>(shape.n * shape.c * shape.spatial) * 4;
   state.SetBytesProcessed(static_cast<int64_t>(bytes * static_cast<double>(state.iterations())));
   bnorm_set_target(nullptr);
 }
 
-std::vector<std::string> Split(const char* list) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (const char* p = list; *p; ++p) {
-    if (*p == ' ') {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += *p;
-    }
-  }
-  if (!cur.empty()) out.push_back(cur);
-  return out;
-}
 
 }  // namespace
 }  // namespace bnorm
 
 int main(int argc, char** argv) {
   using bnorm::Results;
-  const std::vector<std::string> targets = bnorm::Split(bnorm_supported_targets());
+  const std::vector<std::string> targets = bnorm::TargetNames(bnorm_supported_targets());
   for (const char* op : bnorm::kOps)
-    for (const std::string& t : targets)
-      for (bool denormal : {false, true})
-        benchmark::RegisterBenchmark(
-            (std::string("denormal/") + op + "/" + t + (denormal ? "/denormal" : "/normal"))
-                .c_str(),
-            bnorm::BM_Denormal, std::string(op), t, denormal)
-            ->Unit(benchmark::kMicrosecond);
+    for (int layout = 0; layout < 2; ++layout)
+      for (const std::string& t : targets)
+        for (bool denormal : {false, true})
+          benchmark::RegisterBenchmark((std::string("denormal/") + op + "/" +
+                                        bnorm::kLayoutNames[layout] + "/" + t +
+                                        (denormal ? "/denormal" : "/normal"))
+                                           .c_str(),
+                                       bnorm::BM_Denormal, std::string(op), layout, t, denormal)
+              ->Unit(benchmark::kMicrosecond);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
@@ -161,17 +154,19 @@ int main(int argc, char** argv) {
 
   // time(denormal) / time(normal) per operation and target.
   std::printf(
-      "\ntime(denormal data) / time(normal data), %lld x %lld x %lld NCHW, one thread "
-      "(> 2 is flagged !):\n%-10s",
-      static_cast<long long>(bnorm::kShape.n), static_cast<long long>(bnorm::kShape.c),
-      static_cast<long long>(bnorm::kShape.spatial), "");
+      "\ntime(denormal data) / time(normal data), %lld x %lld x %lld, one thread "
+      "(> 2 is flagged !):\n%-15s",
+      static_cast<long long>(bnorm::kShapes[0].n), static_cast<long long>(bnorm::kShapes[0].c),
+      static_cast<long long>(bnorm::kShapes[0].spatial), "");
   for (const std::string& t : targets) std::printf(" %9s", t.c_str());
   std::printf("\n");
   double worst = 0;
-  for (const char* op : bnorm::kOps) {
-    std::printf("%-10s", op);
+  for (const char* op : bnorm::kOps)
+    for (const char* layout : bnorm::kLayoutNames) {
+    const std::string row = std::string(op) + " " + layout;
+    std::printf("%-15s", row.c_str());
     for (const std::string& t : targets) {
-      const auto found = Results().find(std::string(op) + "/" + t);
+      const auto found = Results().find(row + "/" + t);
       if (found == Results().end() || found->second.size() != 2) {
         std::printf(" %9s", "-");
         continue;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bnorm/bnorm.h"
+#include "bnorm/bnorm.hpp"
 #include "test/reference.h"
 
 namespace bnorm {
@@ -105,13 +106,8 @@ inline bnorm_shape Shape(int64_t n, int64_t c, int64_t spatial, bnorm_layout lay
 // ---------------------------------------------------------------------------------
 // Targets.
 
-inline std::vector<std::string> SplitNames(const char* list) {
-  std::vector<std::string> names;
-  std::istringstream is(list ? list : "");
-  std::string name;
-  while (is >> name) names.push_back(name);
-  return names;
-}
+// Returns the names of a space-separated list (a target list, BNORM_TEST_TARGETS).
+inline std::vector<std::string> SplitNames(const char* list) { return TargetNames(list ? list : ""); }
 
 inline std::vector<std::string> SupportedTargets() { return SplitNames(bnorm_supported_targets()); }
 

@@ -97,6 +97,16 @@ T* Sized(Span<T> s, int64_t expected, const char* what, bool optional = false) {
 inline std::string ActiveTarget() { return bnorm_active_target(); }
 inline std::string CompiledTargets() { return bnorm_compiled_targets(); }
 inline std::string SupportedTargets() { return bnorm_supported_targets(); }
+// Returns the names in a space-separated target list such as SupportedTargets().
+inline std::vector<std::string> TargetNames(const std::string& list) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < list.size();) {
+    const size_t end = list.find(' ', i) == std::string::npos ? list.size() : list.find(' ', i);
+    if (end > i) names.push_back(list.substr(i, end - i));
+    i = end + 1;
+  }
+  return names;
+}
 // Selects the target by name for the whole process ("" = best).
 inline void SetTarget(const std::string& name) { detail::Check(bnorm_set_target(name.c_str())); }
 

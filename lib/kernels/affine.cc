@@ -14,12 +14,12 @@ namespace HWY_NAMESPACE {
 void AffinePlane(detail::Plane<const float> x, detail::Plane<float> y, int64_t k0, int64_t k1,
                  float sub, float mul, float add, bool relu, bool stream) {
   const DF d;
-  const VF vsub = hn::Set(d, sub), vmul = hn::Set(d, mul), vadd = hn::Set(d, add);
+  const VF vsub = hn::Set(d, sub);
   ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
     const float* in = x.base + off;
     float* out = y.base + off;
     WriteRun(d, out, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
-      const VF v = hn::MulAdd(hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), vmul, vadd);
+      const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), mul, add);
       return relu ? Relu(d, v) : v;
     });
   });
@@ -32,11 +32,11 @@ void AffineSlice(const float* x, float* y, int64_t spatial, int64_t c, int64_t v
   const DF d;
   ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
     const int64_t ch = run % c;
-    const VF vsub = hn::Set(d, sub ? sub[ch] : 0.0f), vmul = hn::Set(d, mul[ch]),
-             vadd = hn::Set(d, add[ch]);
+    const VF vsub = hn::Set(d, sub ? sub[ch] : 0.0f);
+    const float m = mul[ch], a = add[ch];
     const float* in = x + off;
     WriteRun(d, y + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
-      const VF v = hn::MulAdd(hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), vmul, vadd);
+      const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), m, a);
       return relu ? Relu(d, v) : v;
     });
   });
@@ -50,8 +50,8 @@ void AffineRun(const float* x, float* y, int64_t len, const float* HWY_RESTRICT 
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
   WriteRun(d, y, static_cast<size_t>(len), stream, [&](size_t i, size_t valid) HWY_ATTR {
-    const VF v = hn::MulAdd(hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, sub, ph)),
-                            Coef(d, mul, ph), Coef(d, add, ph));
+    const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, sub, ph));
+    const VF v = MulAddLanes(d, xc, Coef(d, mul, ph), Coef(d, add, ph), Denormal(d, xc));
     ph = NextPhase(ph, valid, p);
     return relu ? Relu(d, v) : v;
   });

@@ -18,6 +18,14 @@ HWY_INLINE VF MaskedDy(DF d, VF dy, bool relu, LoadY load_y) {
   return relu ? hn::IfThenZeroElse(hn::Le(load_y(), hn::Zero(d)), dy) : dy;
 }
 
+// Returns dx = k_dy * g + k_xc * xc + k_0 (denormal g or xc lanes through float64).
+HWY_INLINE VF Dx(DF d, VF g, VF xc, VF k_dy, VF k_xc, VF k_0) {
+  return MulAddLanes(d, g, k_dy, MulAddLanes(d, xc, k_xc, k_0, Denormal(d, xc)), Denormal(d, g));
+}
+HWY_INLINE VF Dx(DF d, VF g, VF xc, float k_dy, float k_xc, float k_0) {
+  return MulAddLanes(d, g, hn::Set(d, k_dy), MulAddLanes(d, xc, k_xc, k_0), Denormal(d, g));
+}
+
 void BackwardSumsPlane(detail::Plane<const float> x, detail::Plane<const float> dy,
                        detail::Plane<const float> y, int64_t k0, int64_t k1, float mean,
                        double* sum_dy, double* sum_dy_xc) {
@@ -41,7 +49,7 @@ void BackwardSumsPlane(detail::Plane<const float> x, detail::Plane<const float> 
                                [&] { return LoadPart(d, py + i, valid, 1.0f); });
         const VF xc = hn::Sub(LoadPart(d, px + i, valid, mean), vmean);
         g = hn::Add(g, gi);
-        h = hn::MulAdd(gi, xc, h);
+        h = MulAddLanes(d, gi, xc, h, hn::Or(Denormal(d, gi), Denormal(d, xc)));
       };
       Visit4(
           d, len,
@@ -65,14 +73,13 @@ void BackwardDxPlane(detail::Plane<const float> x, detail::Plane<const float> dy
                      int64_t k1, float mean, float k_dy, float k_xc, float k_0, bool stream) {
   const DF d;
   const bool relu = y.base != nullptr;
-  const VF vmean = hn::Set(d, mean), vk_dy = hn::Set(d, k_dy), vk_xc = hn::Set(d, k_xc),
-           vk_0 = hn::Set(d, k_0);
+  const VF vmean = hn::Set(d, mean);
   ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
     WriteRun(d, dx.base + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
       const VF g = MaskedDy(d, LoadPart(d, dy.base + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y.base + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x.base + off + i, valid, mean), vmean);
-      return hn::MulAdd(vk_dy, g, hn::MulAdd(vk_xc, xc, vk_0));
+      return Dx(d, g, xc, k_dy, k_xc, k_0);
     });
   });
   if (stream) hwy::FlushStream();
@@ -86,13 +93,13 @@ void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx,
   const bool relu = y != nullptr;
   ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
     const int64_t ch = run % c;
-    const VF vmean = hn::Set(d, mean[ch]), vk_dy = hn::Set(d, k_dy[ch]),
-             vk_xc = hn::Set(d, k_xc[ch]), vk_0 = hn::Set(d, k_0[ch]);
+    const VF vmean = hn::Set(d, mean[ch]);
+    const float c_dy = k_dy[ch], c_xc = k_xc[ch], c_0 = k_0[ch];
     WriteRun(d, dx + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
       const VF g = MaskedDy(d, LoadPart(d, dy + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x + off + i, valid, 0.0f), vmean);
-      return hn::MulAdd(vk_dy, g, hn::MulAdd(vk_xc, xc, vk_0));
+      return Dx(d, g, xc, c_dy, c_xc, c_0);
     });
   });
   if (stream) hwy::FlushStream();
@@ -109,8 +116,9 @@ HWY_INLINE void ColumnGrad1(DF d, const float* HWY_RESTRICT px, const float* HWY
     const int64_t o = r * stride;
     const VF gi = MaskedDy(d, LoadPart(d, pdy + o, valid, 0.0f), relu,
                            [&] { return LoadPart(d, py + o, valid, 1.0f); });
+    const VF xc = hn::Sub(LoadPart(d, px + o, valid, 0.0f), mean);
     a = hn::Add(a, gi);
-    b = hn::MulAdd(gi, hn::Sub(LoadPart(d, px + o, valid, 0.0f), mean), b);
+    b = MulAddLanes(d, gi, xc, b, hn::Or(Denormal(d, gi), Denormal(d, xc)));
   }
   hn::Store(a, d, g);
   hn::Store(b, d, h);
@@ -130,8 +138,10 @@ HWY_INLINE void ColumnGrad2(DF d, const float* HWY_RESTRICT px, const float* HWY
                            [&] { return hn::LoadU(d, py + o + N); });
     a0 = hn::Add(a0, g0);
     a1 = hn::Add(a1, g1);
-    b0 = hn::MulAdd(g0, hn::Sub(hn::LoadU(d, px + o), mean0), b0);
-    b1 = hn::MulAdd(g1, hn::Sub(hn::LoadU(d, px + o + N), mean1), b1);
+    const VF xc0 = hn::Sub(hn::LoadU(d, px + o), mean0);
+    const VF xc1 = hn::Sub(hn::LoadU(d, px + o + N), mean1);
+    b0 = MulAddLanes(d, g0, xc0, b0, hn::Or(Denormal(d, g0), Denormal(d, xc0)));
+    b1 = MulAddLanes(d, g1, xc1, b1, hn::Or(Denormal(d, g1), Denormal(d, xc1)));
   }
   hn::Store(a0, d, g);
   hn::Store(a1, d, g + N);
@@ -183,7 +193,7 @@ void BackwardDxRun(const float* x, const float* dy, const float* y, float* dx, i
     const VF g = MaskedDy(d, LoadPart(d, dy + i, valid, 0.0f), relu,
                           [&] { return LoadPart(d, y + i, valid, 1.0f); });
     const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, mean, ph));
-    const VF v = hn::MulAdd(Coef(d, k_dy, ph), g, hn::MulAdd(Coef(d, k_xc, ph), xc, Coef(d, k_0, ph)));
+    const VF v = Dx(d, g, xc, Coef(d, k_dy, ph), Coef(d, k_xc, ph), Coef(d, k_0, ph));
     ph = NextPhase(ph, valid, p);
     return v;
   });

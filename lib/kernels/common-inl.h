@@ -80,6 +80,76 @@ HWY_INLINE hn::Vec<D> Relu(D d, hn::Vec<D> v) {
   return hn::IfThenZeroElse(hn::Lt(v, hn::Zero(d)), v);
 }
 
+// Denormal float32 operands (nonzero, below FLT_MIN in magnitude) make an x86 multiply
+// or FMA whose result is not zero take a microcode assist of ~150 cycles; adds,
+// compares and conversions do not (measured on Sapphire Rapids: 20-70x slower
+// element-wise kernels on denormal data). So the multiply-adds on data test their data
+// operands (three integer operations per vector) and evaluate the lanes that hold a
+// denormal in float64, where the value is normal; the other lanes take the float32
+// path, so that every result depends on its own lane only (slices and thread counts
+// stay bit-identical).
+
+// Returns the lanes of v that are denormal.
+template <class D>
+HWY_INLINE hn::Mask<D> Denormal(D d, hn::Vec<D> v) {
+  const hn::RebindToUnsigned<D> du;
+  const hn::RebindToSigned<D> di;
+  // |v|'s bits minus one, wrapping 0 to the top: [1, 0x7fffff] maps below 0x807fffff.
+  const auto bits = hn::And(hn::BitCast(du, v), hn::Set(du, 0x7fffffffu));
+  const auto less_one = hn::BitCast(di, hn::Add(bits, hn::Set(du, 0x7fffffffu)));
+  return hn::RebindMask(d, hn::Lt(less_one, hn::Set(di, static_cast<int32_t>(0x807fffffu))));
+}
+
+// Returns fn(dd, v...) evaluated on float64 vectors (dd their tag) and rounded to float32.
+template <class D, class Fn, class... V>
+HWY_INLINE hn::Vec<D> Wide(D d, Fn fn, V... v) {
+#if HWY_TARGET == HWY_SCALAR
+  const hn::Rebind<double, D> dd;
+  return hn::DemoteTo(d, fn(dd, hn::PromoteTo(dd, v)...));
+#else
+  const hn::Half<D> dh;
+  const hn::Rebind<double, decltype(dh)> dd;
+  const auto lo = hn::DemoteTo(dh, fn(dd, hn::PromoteTo(dd, hn::LowerHalf(dh, v))...));
+  const auto hi = hn::DemoteTo(dh, fn(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, v))...));
+  return hn::Combine(d, hi, lo);
+#endif
+}
+
+// Returns fast in the lanes outside `tiny` and wide(dd, a64) in those inside, where a64
+// holds a's lanes in float64 (dd their tag), rounded back to float32.
+template <class D, class WideFn>
+HWY_INLINE hn::Vec<D> Blend64(D d, hn::Mask<D> tiny, hn::Vec<D> fast, WideFn wide, hn::Vec<D> a) {
+  const hn::Vec<D> slow = Wide(d, wide, a);
+  return hn::AllTrue(d, tiny) ? slow : hn::IfThenElse(tiny, slow, fast);
+}
+
+// Returns a * b + c (MulAdd) for coefficients b, c; the lanes of a that are denormal
+// go through float64.
+template <class D>
+HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, float b, float c) {
+  const auto tiny = Denormal(d, a);
+  const hn::Vec<D> vb = hn::Set(d, b), vc = hn::Set(d, c);
+  if (HWY_LIKELY(hn::AllFalse(d, tiny))) return hn::MulAdd(a, vb, vc);
+  const auto fast = hn::MulAdd(hn::IfThenZeroElse(tiny, a), vb, vc);
+  const double b64 = b, c64 = c;
+  return Blend64(d, tiny, fast, [b64, c64](auto dd, auto wa) HWY_ATTR {
+    return hn::MulAdd(wa, hn::Set(dd, b64), hn::Set(dd, c64));
+  }, a);
+}
+
+// Returns a * b + c (MulAdd) where the lanes in `tiny` (a or b denormal) go through
+// float64.
+template <class D>
+HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, hn::Vec<D> b, hn::Vec<D> c,
+                                  hn::Mask<D> tiny) {
+  if (HWY_LIKELY(hn::AllFalse(d, tiny))) return hn::MulAdd(a, b, c);
+  const auto fast = hn::MulAdd(hn::IfThenZeroElse(tiny, a), hn::IfThenZeroElse(tiny, b), c);
+  const auto slow = Wide(
+      d, [](auto, auto wa, auto wb, auto wc) HWY_ATTR { return hn::MulAdd(wa, wb, wc); }, a, b,
+      c);
+  return hn::AllTrue(d, tiny) ? slow : hn::IfThenElse(tiny, slow, fast);
+}
+
 // Computes out[0, len) one vector at a time: fn(i, valid) returns the vector for
 // out[i, i + valid) (valid < Lanes only at the ends). With `stream`, whole vectors go
 // out with non-temporal stores after a head that aligns `out`; results are the same

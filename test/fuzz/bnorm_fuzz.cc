@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "bnorm/bnorm.h"
+#include "bnorm/bnorm.hpp"
 #include "test/reference.h"
 
 namespace bnorm {
@@ -335,23 +336,8 @@ struct Request {
   bool dropped_x = false;  // a valid call too big to run, made invalid by x = NULL
 };
 
-std::vector<std::string> Split(const char* list) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (const char* p = list; p && *p; ++p) {
-    if (*p == ' ') {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += *p;
-    }
-  }
-  if (!cur.empty()) out.push_back(cur);
-  return out;
-}
-
 const std::vector<std::string>& Supported() {
-  static const std::vector<std::string> names = Split(bnorm_supported_targets());
+  static const std::vector<std::string> names = TargetNames(bnorm_supported_targets());
   return names;
 }
 
