@@ -18,12 +18,27 @@ HWY_INLINE VF MaskedDy(DF d, VF dy, bool relu, LoadY load_y) {
   return relu ? hn::IfThenZeroElse(hn::Le(load_y(), hn::Zero(d)), dy) : dy;
 }
 
-// Returns dx = k_dy * g + k_xc * xc + k_0 (denormal g or xc lanes through float64).
+// Returns dx = k_dy * g + (k_xc * xc + k_0); the lanes where g or xc is denormal go
+// through float64.
 HWY_INLINE VF Dx(DF d, VF g, VF xc, VF k_dy, VF k_xc, VF k_0) {
-  return MulAddLanes(d, g, k_dy, MulAddLanes(d, xc, k_xc, k_0, Denormal(d, xc)), Denormal(d, g));
+  return Guarded(
+      d, hn::Or(Denormal(d, g), Denormal(d, xc)),
+      [](auto vg, auto vx, auto a, auto b, auto c)
+          HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
+      [](auto, auto vg, auto vx, auto a, auto b, auto c)
+          HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
+      g, xc, k_dy, k_xc, k_0);
 }
 HWY_INLINE VF Dx(DF d, VF g, VF xc, float k_dy, float k_xc, float k_0) {
-  return MulAddLanes(d, g, hn::Set(d, k_dy), MulAddLanes(d, xc, k_xc, k_0), Denormal(d, g));
+  const VF a = hn::Set(d, k_dy), b = hn::Set(d, k_xc), c = hn::Set(d, k_0);
+  const double a64 = k_dy, b64 = k_xc, c64 = k_0;
+  return Guarded(
+      d, hn::Or(Denormal(d, g), Denormal(d, xc)),
+      [&](VF vg, VF vx) HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
+      [a64, b64, c64](auto dd, auto vg, auto vx) HWY_ATTR {
+        return hn::MulAdd(hn::Set(dd, a64), vg, hn::MulAdd(hn::Set(dd, b64), vx, hn::Set(dd, c64)));
+      },
+      g, xc);
 }
 
 void BackwardSumsPlane(detail::Plane<const float> x, detail::Plane<const float> dy,

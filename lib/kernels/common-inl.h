@@ -115,26 +115,15 @@ HWY_INLINE hn::Vec<D> Wide(D d, Fn fn, V... v) {
 #endif
 }
 
-// Returns fast in the lanes outside `tiny` and wide(dd, a64) in those inside, where a64
-// holds a's lanes in float64 (dd their tag), rounded back to float32.
-template <class D, class WideFn>
-HWY_INLINE hn::Vec<D> Blend64(D d, hn::Mask<D> tiny, hn::Vec<D> fast, WideFn wide, hn::Vec<D> a) {
-  const hn::Vec<D> slow = Wide(d, wide, a);
-  return hn::AllTrue(d, tiny) ? slow : hn::IfThenElse(tiny, slow, fast);
-}
-
-// Returns a * b + c (MulAdd) for coefficients b, c; the lanes of a that are denormal
-// go through float64.
-template <class D>
-HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, float b, float c) {
-  const auto tiny = Denormal(d, a);
-  const hn::Vec<D> vb = hn::Set(d, b), vc = hn::Set(d, c);
-  if (HWY_LIKELY(hn::AllFalse(d, tiny))) return hn::MulAdd(a, vb, vc);
-  const auto fast = hn::MulAdd(hn::IfThenZeroElse(tiny, a), vb, vc);
-  const double b64 = b, c64 = c;
-  return Blend64(d, tiny, fast, [b64, c64](auto dd, auto wa) HWY_ATTR {
-    return hn::MulAdd(wa, hn::Set(dd, b64), hn::Set(dd, c64));
-  }, a);
+// Returns fast(v...) in the lanes outside `tiny` and slow(dd, v...) in those inside,
+// the latter evaluated on float64 vectors (dd their tag) and rounded to float32; fast
+// sees the `tiny` lanes of v as 0.
+template <class D, class Fast, class Slow, class... V>
+HWY_INLINE hn::Vec<D> Guarded(D d, hn::Mask<D> tiny, Fast fast, Slow slow, V... v) {
+  if (HWY_LIKELY(hn::AllFalse(d, tiny))) return fast(v...);
+  const hn::Vec<D> wide = Wide(d, slow, v...);
+  if (hn::AllTrue(d, tiny)) return wide;
+  return hn::IfThenElse(tiny, wide, fast(hn::IfThenZeroElse(tiny, v)...));
 }
 
 // Returns a * b + c (MulAdd) where the lanes in `tiny` (a or b denormal) go through
@@ -142,12 +131,22 @@ HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, float b, float c) {
 template <class D>
 HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, hn::Vec<D> b, hn::Vec<D> c,
                                   hn::Mask<D> tiny) {
-  if (HWY_LIKELY(hn::AllFalse(d, tiny))) return hn::MulAdd(a, b, c);
-  const auto fast = hn::MulAdd(hn::IfThenZeroElse(tiny, a), hn::IfThenZeroElse(tiny, b), c);
-  const auto slow = Wide(
-      d, [](auto, auto wa, auto wb, auto wc) HWY_ATTR { return hn::MulAdd(wa, wb, wc); }, a, b,
-      c);
-  return hn::AllTrue(d, tiny) ? slow : hn::IfThenElse(tiny, slow, fast);
+  return Guarded(
+      d, tiny, [](auto va, auto vb, auto vc) HWY_ATTR { return hn::MulAdd(va, vb, vc); },
+      [](auto, auto va, auto vb, auto vc) HWY_ATTR { return hn::MulAdd(va, vb, vc); }, a, b, c);
+}
+
+// As above for coefficients b, c; the lanes where a is denormal go through float64.
+template <class D>
+HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, float b, float c) {
+  const hn::Vec<D> vb = hn::Set(d, b), vc = hn::Set(d, c);
+  const double b64 = b, c64 = c;
+  return Guarded(
+      d, Denormal(d, a), [&](auto va) HWY_ATTR { return hn::MulAdd(va, vb, vc); },
+      [b64, c64](auto dd, auto va) HWY_ATTR {
+        return hn::MulAdd(va, hn::Set(dd, b64), hn::Set(dd, c64));
+      },
+      a);
 }
 
 // Computes out[0, len) one vector at a time: fn(i, valid) returns the vector for
