@@ -135,6 +135,97 @@ BNORM_API bnorm_status bnorm_backward_slice_f32(const bnorm_shape* s, int64_t c_
                                                 const float* y, float* dx, float* dgamma,
                                                 float* dbeta, unsigned flags);
 
+/* Synchronized batch norm (data-parallel training over several processes, e.g. MPI):
+ * the steps of bnorm_forward_training_f32 and bnorm_backward_f32 with the exchange
+ * between processes left to the caller. Each process holds a slice of the batch (any
+ * number of images, or for NHWC any run of rows: a tensor {1, c, rows}); statistics
+ * are exact merges of every slice's, not averages of averages.
+ *
+ *   forward:  bnorm_partial_stats_f32 (local) -> exchange, merge with
+ *             bnorm_merge_partial_stats in a fixed order -> bnorm_finish_stats_f32
+ *             (mean, invstd, running stats) -> bnorm_normalize_f32 (local)
+ *   backward: bnorm_backward_sums_f32 (local) -> exchange, add in a fixed order ->
+ *             bnorm_backward_dx_f32 (local dx; dgamma, dbeta)
+ *
+ * On one process with the whole batch, the sequence gives what the whole-batch calls
+ * give: the mean, running_mean and (from the same saved statistics) dx, dgamma and dbeta
+ * bit for bit; invstd and running_var within one float32 rounding (the variance is
+ * M2/count), y within the rounding of its coefficient gamma * invstd. Split over processes, every result stays within the library's
+ * tolerances of the float64 reference. include/bnorm/bnorm_mpi.hpp does the exchange
+ * over MPI. flags: those of bnorm_forward_training_f32; a step ignores the bits it does
+ * not use, so one value can be passed to every step. */
+
+/* Partial statistics of one channel over a set of values: their count, mean and
+ * M2 = sum((v - mean)^2), in float64 (exact merges; M2 of float32 data cannot
+ * overflow). An empty set is {0, 0, 0}, the identity of the merge. The struct is three
+ * contiguous doubles: for MPI, c of them are 3*c MPI_DOUBLE. */
+typedef struct bnorm_partial_stats {
+  double count, mean, m2;
+} bnorm_partial_stats;
+
+/* Writes the partial statistics of every channel of x to stats[0, c). Unlike the
+ * other calls, a tensor with no values (n*spatial == 0, c > 0) writes {0, 0, 0} to
+ * every channel: a process without data takes part in the merge. Uses BNORM_SERIAL. */
+BNORM_API bnorm_status bnorm_partial_stats_f32(const bnorm_shape* s, const float* x,
+                                               bnorm_partial_stats* stats, unsigned flags);
+
+/* Merges, channel by channel, the statistics of two disjoint sets with Chan's formula:
+ * out[ch] = a[ch] (+) b[ch], exact in float64 arithmetic for any split. The result
+ * depends on the order (a first) only by rounding; merge in a fixed order (rank order)
+ * for bit-identical results everywhere. out may equal a or b exactly (in place, as an
+ * MPI user reduction: bnorm_merge_partial_stats(len, in, inout, inout) with a
+ * non-commutative MPI_Op). Counts must be finite and >= 0; a non-finite mean (NaN or
+ * Inf data) gives a NaN M2. */
+BNORM_API bnorm_status bnorm_merge_partial_stats(int64_t c, const bnorm_partial_stats* a,
+                                                 const bnorm_partial_stats* b,
+                                                 bnorm_partial_stats* out);
+
+/* Turns merged (global) statistics into what training needs, as
+ * bnorm_forward_training_f32 does: mean[ch] = global mean, invstd[ch] =
+ * 1/sqrt(M2/count + eps) (saved_mean / saved_invstd of the whole batch), and, when
+ * given (both or neither), running = (1 - momentum) * running + momentum * batch with
+ * the unbiased variance M2/(count - 1) (biased M2/count with BNORM_RUNNING_VAR_BIASED).
+ * mean and invstd may each be NULL. Every global[ch].count must be finite and >= 2.
+ * Uses BNORM_RUNNING_VAR_BIASED. */
+BNORM_API bnorm_status bnorm_finish_stats_f32(int64_t c, const bnorm_partial_stats* global,
+                                              float eps, float momentum, float* running_mean,
+                                              float* running_var, float* mean, float* invstd,
+                                              unsigned flags);
+
+/* y = (x - mean[ch]) * invstd[ch] * gamma[ch] + beta[ch] (+ ReLU) on the local slice,
+ * with the global mean and invstd. gamma, beta may be NULL (1, 0). y may equal x.
+ * Uses BNORM_FUSE_RELU, BNORM_SERIAL. */
+BNORM_API bnorm_status bnorm_normalize_f32(const bnorm_shape* s, const float* x, float* y,
+                                           const float* mean, const float* invstd,
+                                           const float* gamma, const float* beta,
+                                           unsigned flags);
+
+/* Backward, local step: writes the local sums sum_dy[ch] = sum(dy') and
+ * sum_dy_xhat[ch] = sum(dy' * (x - mean[ch]) * invstd[ch]) in float64, dy' = dy masked
+ * where y <= 0 with BNORM_FUSE_RELU (y then required). mean and invstd are the global
+ * ones. Add the sums of every process (in a fixed order) for the global sums. As
+ * bnorm_partial_stats_f32, a tensor with no values writes zeros.
+ * Uses BNORM_FUSE_RELU, BNORM_SERIAL. */
+BNORM_API bnorm_status bnorm_backward_sums_f32(const bnorm_shape* s, const float* x,
+                                               const float* dy, const float* mean,
+                                               const float* invstd, const float* y,
+                                               double* sum_dy, double* sum_dy_xhat,
+                                               unsigned flags);
+
+/* Backward, final step, from the global sums and the global count of values per
+ * channel (the sum of every process's n*spatial, >= the local one):
+ * dx = gamma * invstd * (dy' - sum_dy/count - xhat * sum_dy_xhat/count) on the local
+ * slice, dgamma = sum_dy_xhat, dbeta = sum_dy (the same on every process). dx, dgamma,
+ * dbeta may each be NULL (skipped); gamma NULL means 1. dx may equal dy or x.
+ * Uses BNORM_FUSE_RELU (y then required), BNORM_SERIAL. */
+BNORM_API bnorm_status bnorm_backward_dx_f32(const bnorm_shape* s, const float* x,
+                                             const float* dy, const float* mean,
+                                             const float* invstd, const float* gamma,
+                                             const float* y, const double* sum_dy,
+                                             const double* sum_dy_xhat, int64_t global_count,
+                                             float* dx, float* dgamma, float* dbeta,
+                                             unsigned flags);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -251,6 +251,81 @@ inline void Backward(const Shape& s, Channels ch, Span<const float> x, Span<cons
       flags));
 }
 
+// --- Synchronized batch norm: the local steps of bnorm.h's bnorm_partial_stats_f32 ...
+// bnorm_backward_dx_f32. include/bnorm/bnorm_mpi.hpp runs them over MPI.
+
+// Count, mean and M2 of one channel's values, in float64 (bnorm_partial_stats).
+using PartialStats = bnorm_partial_stats;
+
+// Writes the partial statistics of every channel of the local slice x (count 0 for a
+// slice without values).
+inline void PartialStatsOf(const Shape& s, Span<const float> x, Span<PartialStats> stats,
+                           unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_partial_stats_f32(&cs, detail::Sized(x, s.elements(), "x"),
+                                        detail::Sized(stats, s.c, "stats"), flags));
+}
+
+// out = a (+) b per channel (Chan's formula); out may be a or b.
+inline void MergePartialStats(Span<const PartialStats> a, Span<const PartialStats> b,
+                              Span<PartialStats> out) {
+  const int64_t c = static_cast<int64_t>(a.size());
+  detail::Check(bnorm_merge_partial_stats(c, a.data(), detail::Sized(b, c, "b"),
+                                          detail::Sized(out, c, "out")));
+}
+
+// Global mean and invstd (each optional) and the running statistics (optional) from
+// merged statistics.
+inline void FinishStats(Span<const PartialStats> global, float eps, float momentum,
+                        Span<float> running_mean, Span<float> running_var, Span<float> mean,
+                        Span<float> invstd, unsigned flags = kNone) {
+  const int64_t c = static_cast<int64_t>(global.size());
+  detail::Check(bnorm_finish_stats_f32(
+      c, global.data(), eps, momentum, detail::Sized(running_mean, c, "running_mean", true),
+      detail::Sized(running_var, c, "running_var", true), detail::Sized(mean, c, "mean", true),
+      detail::Sized(invstd, c, "invstd", true), flags));
+}
+
+// y = (x - mean) * invstd * gamma + beta (+ ReLU) with given (global) statistics.
+inline void Normalize(const Shape& s, Span<const float> x, Span<float> y, Span<const float> mean,
+                      Span<const float> invstd, Span<const float> gamma, Span<const float> beta,
+                      unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_normalize_f32(
+      &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(y, s.elements(), "y"),
+      detail::Sized(mean, s.c, "mean"), detail::Sized(invstd, s.c, "invstd"),
+      detail::Sized(gamma, s.c, "gamma", true), detail::Sized(beta, s.c, "beta", true), flags));
+}
+
+// Local backward sums of dy and dy * xhat (float64); y only with kFuseRelu.
+inline void BackwardSums(const Shape& s, Span<const float> x, Span<const float> dy,
+                         Span<const float> mean, Span<const float> invstd, Span<const float> y,
+                         Span<double> sum_dy, Span<double> sum_dy_xhat, unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_backward_sums_f32(
+      &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(dy, s.elements(), "dy"),
+      detail::Sized(mean, s.c, "mean"), detail::Sized(invstd, s.c, "invstd"),
+      detail::Sized(y, s.elements(), "y", true), detail::Sized(sum_dy, s.c, "sum_dy"),
+      detail::Sized(sum_dy_xhat, s.c, "sum_dy_xhat"), flags));
+}
+
+// dx of the local slice, dgamma and dbeta (each optional) from the global sums and count.
+inline void BackwardDx(const Shape& s, Span<const float> x, Span<const float> dy,
+                       Span<const float> mean, Span<const float> invstd, Span<const float> gamma,
+                       Span<const float> y, Span<const double> sum_dy,
+                       Span<const double> sum_dy_xhat, int64_t global_count, Span<float> dx,
+                       Span<float> dgamma, Span<float> dbeta, unsigned flags = kNone) {
+  const bnorm_shape cs = s.c_shape();
+  detail::Check(bnorm_backward_dx_f32(
+      &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(dy, s.elements(), "dy"),
+      detail::Sized(mean, s.c, "mean"), detail::Sized(invstd, s.c, "invstd"),
+      detail::Sized(gamma, s.c, "gamma", true), detail::Sized(y, s.elements(), "y", true),
+      detail::Sized(sum_dy, s.c, "sum_dy"), detail::Sized(sum_dy_xhat, s.c, "sum_dy_xhat"),
+      global_count, detail::Sized(dx, s.elements(), "dx", true),
+      detail::Sized(dgamma, s.c, "dgamma", true), detail::Sized(dbeta, s.c, "dbeta", true),
+      flags));
+}
+
 inline std::string Version() { return bnorm_version(); }
 
 }  // namespace bnorm

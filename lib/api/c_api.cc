@@ -167,6 +167,46 @@ class Validator {
     return *this;
   }
 
+  // Registers a per-channel buffer of `value_bytes` bytes per channel (float64 sums,
+  // bnorm_partial_stats) for the overlap rules. `required`: must not be NULL (the
+  // caller says when: these buffers are written even for tensors without values).
+  Validator& PerChannelOf(const void* p, int64_t value_bytes, const char* name, bool output,
+                          bool required) {
+    if (!ok()) return *this;
+    int64_t bytes = 0;
+    if (__builtin_mul_overflow(c_, value_bytes, &bytes)) {
+      return Fail(bnorm_invalid_argument, "%s: c*%lld bytes overflows int64 (got c=%lld)", name,
+                  L(value_bytes), L(c_));
+    }
+    if (p == nullptr && required) {
+      return Fail(bnorm_invalid_argument, "%s: must not be NULL (%lld values)", name, L(c_));
+    }
+    buffers_[num_buffers_++] = Buffer{p, bytes, name, output, false};
+    return *this;
+  }
+
+  // Checks that every stats[ch].count is finite and >= min_count (stats may be NULL:
+  // nothing to check). `why` says what the minimum is for.
+  Validator& StatsCounts(const bnorm_partial_stats* stats, const char* name, double min_count,
+                         const char* why) {
+    for (int64_t ch = 0; ok() && stats != nullptr && ch < c_; ++ch) {
+      const double count = stats[ch].count;
+      if (std::isfinite(count) && count >= min_count) continue;
+      Fail(bnorm_invalid_argument, "%s[%lld].count: must be finite and >= %g%s (got %g)", name,
+           L(ch), min_count, why, count);
+    }
+    return *this;
+  }
+
+  // Checks the global count of values per channel of a synchronized backward: at least
+  // 1 and at least the local count, when there are channels.
+  Validator& GlobalCount(int64_t global_count) {
+    if (!ok() || c_ == 0 || (global_count >= 1 && global_count >= count_)) return *this;
+    return Fail(bnorm_invalid_argument,
+                "global_count: must be >= 1 and >= the local n*spatial = %lld (got %lld)",
+                L(count_), L(global_count));
+  }
+
   // Records a failure with a message prefixed by the function name.
   Validator& Fail(bnorm_status status, const char* format, ...)
       __attribute__((format(printf, 3, 4))) {
@@ -464,6 +504,137 @@ bnorm_status bnorm_backward_slice_f32(const bnorm_shape* s, int64_t c_begin, int
                                       unsigned flags) {
   return Backward("bnorm_backward_slice_f32", s, c_begin, c_end, x, dy, saved_mean,
                   saved_invstd, gamma, y, dx, dgamma, dbeta, flags);
+}
+
+}  // extern "C"
+
+// Synchronized batch norm: the local steps of training and backward (lib/ops/distributed.cc).
+// Per-channel outputs of the reductions are written even when the local tensor has no
+// values (a process without data still takes part in the merge).
+extern "C" {
+
+bnorm_status bnorm_partial_stats_f32(const bnorm_shape* s, const float* x,
+                                     bnorm_partial_stats* stats, unsigned flags) {
+  const char* fn = "bnorm_partial_stats_f32";
+  Validator v(fn);
+  v.Flags(flags).Shape(s).Tensor(x, "x", false);
+  v.PerChannelOf(stats, sizeof(bnorm_partial_stats), "stats", true, v.c() > 0).NoOverlap();
+  if (!v.ok()) return v.status();
+  if (v.c() == 0) return bnorm_success;
+  return Run(fn, [&] { bnorm::detail::PartialStatsOp(*s, x, stats, flags); });
+}
+
+bnorm_status bnorm_merge_partial_stats(int64_t c, const bnorm_partial_stats* a,
+                                       const bnorm_partial_stats* b, bnorm_partial_stats* out) {
+  const char* fn = "bnorm_merge_partial_stats";
+  Validator v(fn);
+  const int64_t size = sizeof(bnorm_partial_stats);
+  v.Channels(c)
+      .PerChannelOf(a, size, "a", false, c > 0)
+      .PerChannelOf(b, size, "b", false, c > 0)
+      .PerChannelOf(out, size, "out", true, c > 0)
+      .StatsCounts(a, "a", 0, "")
+      .StatsCounts(b, "b", 0, "")
+      .NoOverlap(/*exact_per_channel=*/true);
+  if (!v.ok()) return v.status();
+  if (c == 0) return bnorm_success;
+  return Run(fn, [&] { bnorm::detail::MergePartialStatsOp(c, a, b, out); });
+}
+
+bnorm_status bnorm_finish_stats_f32(int64_t c, const bnorm_partial_stats* global, float eps,
+                                    float momentum, float* running_mean, float* running_var,
+                                    float* mean, float* invstd, unsigned flags) {
+  const char* fn = "bnorm_finish_stats_f32";
+  Validator v(fn);
+  v.Channels(c)
+      .PerChannelOf(global, sizeof(bnorm_partial_stats), "global", false, c > 0)
+      .BothOrNeither(running_mean, running_var, "running_mean", "running_var")
+      .PerChannel(running_mean, "running_mean", true, false)
+      .PerChannel(running_var, "running_var", true, false)
+      .PerChannel(mean, "mean", true, false)
+      .PerChannel(invstd, "invstd", true, false)
+      .Eps(eps)
+      .Momentum(momentum)
+      .Flags(flags)
+      .StatsCounts(global, "global", 2, " (training needs 2 values per channel)")
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (c == 0) return bnorm_success;
+  return Run(fn, [&] {
+    bnorm::detail::FinishStatsOp(c, global, eps, momentum, running_mean, running_var, mean,
+                                 invstd, flags);
+  });
+}
+
+bnorm_status bnorm_normalize_f32(const bnorm_shape* s, const float* x, float* y,
+                                 const float* mean, const float* invstd, const float* gamma,
+                                 const float* beta, unsigned flags) {
+  const char* fn = "bnorm_normalize_f32";
+  Validator v(fn);
+  v.Flags(flags)
+      .Shape(s)
+      .Tensor(x, "x", false)
+      .Tensor(y, "y", true)
+      .PerChannel(mean, "mean", false)
+      .PerChannel(invstd, "invstd", false)
+      .PerChannel(gamma, "gamma", false, false)
+      .PerChannel(beta, "beta", false, false)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (!v.active()) return bnorm_success;
+  return Run(fn, [&] { bnorm::detail::NormalizeOp(*s, x, y, mean, invstd, gamma, beta, flags); });
+}
+
+bnorm_status bnorm_backward_sums_f32(const bnorm_shape* s, const float* x, const float* dy,
+                                     const float* mean, const float* invstd, const float* y,
+                                     double* sum_dy, double* sum_dy_xhat, unsigned flags) {
+  const char* fn = "bnorm_backward_sums_f32";
+  Validator v(fn);
+  v.Flags(flags)
+      .Shape(s)
+      .Tensor(x, "x", false)
+      .Tensor(dy, "dy", false)
+      .PerChannel(mean, "mean", false)
+      .PerChannel(invstd, "invstd", false)
+      .Tensor(y, "y", false, (flags & BNORM_FUSE_RELU) != 0);
+  v.PerChannelOf(sum_dy, sizeof(double), "sum_dy", true, v.c() > 0)
+      .PerChannelOf(sum_dy_xhat, sizeof(double), "sum_dy_xhat", true, v.c() > 0)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (v.c() == 0) return bnorm_success;
+  return Run(fn, [&] {
+    bnorm::detail::BackwardSumsOp(*s, x, dy, mean, invstd, y, sum_dy, sum_dy_xhat, flags);
+  });
+}
+
+bnorm_status bnorm_backward_dx_f32(const bnorm_shape* s, const float* x, const float* dy,
+                                   const float* mean, const float* invstd, const float* gamma,
+                                   const float* y, const double* sum_dy,
+                                   const double* sum_dy_xhat, int64_t global_count, float* dx,
+                                   float* dgamma, float* dbeta, unsigned flags) {
+  const char* fn = "bnorm_backward_dx_f32";
+  Validator v(fn);
+  v.Flags(flags)
+      .Shape(s)
+      .Tensor(x, "x", false)
+      .Tensor(dy, "dy", false)
+      .PerChannel(mean, "mean", false)
+      .PerChannel(invstd, "invstd", false)
+      .PerChannel(gamma, "gamma", false, false)
+      .Tensor(y, "y", false, (flags & BNORM_FUSE_RELU) != 0);
+  v.PerChannelOf(sum_dy, sizeof(double), "sum_dy", false, v.c() > 0)
+      .PerChannelOf(sum_dy_xhat, sizeof(double), "sum_dy_xhat", false, v.c() > 0)
+      .Tensor(dx, "dx", true, false)
+      .PerChannel(dgamma, "dgamma", true, false)
+      .PerChannel(dbeta, "dbeta", true, false)
+      .GlobalCount(global_count)
+      .NoOverlap();
+  if (!v.ok()) return v.status();
+  if (v.c() == 0 || (!dx && !dgamma && !dbeta)) return bnorm_success;
+  return Run(fn, [&] {
+    bnorm::detail::BackwardDxOp(*s, x, dy, mean, invstd, gamma, y, sum_dy, sum_dy_xhat,
+                                global_count, dx, dgamma, dbeta, flags);
+  });
 }
 
 }  // extern "C"

@@ -49,6 +49,35 @@ void BackwardOp(const bnorm_shape& s, const Channels& range, const float* x, con
 // outputs (batch-1 inference, read by the next layer) stay in cache.
 inline bool StreamOutput(int64_t bytes) { return bytes >= (int64_t{8} << 20); }
 
+// --- Synchronized batch norm: the local steps (lib/ops/distributed.cc) -----------
+// Whole tensors only; shapes are validated and non-empty (count may be 0: see each).
+
+// Writes the partial statistics (count, mean, M2) of every channel of x; a tensor with
+// no values (count == 0) gives {0, 0, 0}. The sums follow ForwardTrainingOp's order.
+void PartialStatsOp(const bnorm_shape& s, const float* x, bnorm_partial_stats* stats,
+                    unsigned flags);
+// Writes out[ch] = a[ch] merged with b[ch] (Chan); out may equal a or b.
+void MergePartialStatsOp(int64_t c, const bnorm_partial_stats* a, const bnorm_partial_stats* b,
+                         bnorm_partial_stats* out);
+// Writes mean, invstd (each optional) and the running statistics (optional) from merged
+// statistics with count >= 2, as ForwardTrainingOp does.
+void FinishStatsOp(int64_t c, const bnorm_partial_stats* global, float eps, float momentum,
+                   float* running_mean, float* running_var, float* mean, float* invstd,
+                   unsigned flags);
+// Writes y = (x - mean) * (gamma * invstd) + beta (+ ReLU); count > 0.
+void NormalizeOp(const bnorm_shape& s, const float* x, float* y, const float* mean,
+                 const float* invstd, const float* gamma, const float* beta, unsigned flags);
+// Writes the local sums of dy' and dy' * xhat per channel, in BackwardOp's order; zeros
+// when count == 0.
+void BackwardSumsOp(const bnorm_shape& s, const float* x, const float* dy, const float* mean,
+                    const float* invstd, const float* y, double* sum_dy, double* sum_dy_xhat,
+                    unsigned flags);
+// Writes dx (count > 0), dgamma and dbeta (each optional) from the global sums.
+void BackwardDxOp(const bnorm_shape& s, const float* x, const float* dy, const float* mean,
+                  const float* invstd, const float* gamma, const float* y, const double* sum_dy,
+                  const double* sum_dy_xhat, int64_t global_count, float* dx, float* dgamma,
+                  float* dbeta, unsigned flags);
+
 }  // namespace detail
 }  // namespace bnorm
 

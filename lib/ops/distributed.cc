@@ -1,0 +1,230 @@
+// Synchronized batch norm: the local steps of training forward and backward, with the
+// exchange between processes left to the caller (bnorm_mpi.hpp does it over MPI). The
+// reductions run in the order of ForwardTrainingOp and BackwardOp, so that one process
+// with the whole batch gets their statistics and sums bit for bit.
+#include <cmath>
+#include <limits>
+
+#include "lib/ops/ops.h"
+#include "lib/parallel/parallel.h"
+
+namespace bnorm {
+namespace detail {
+namespace {
+
+// Returns the merge of the statistics of two disjoint sets (Chan et al., M2 form):
+// delta = mean_b - mean_a, mean = mean_a + delta * n_b / n,
+// M2 = M2_a + M2_b + delta^2 * n_a * n_b / n.
+bnorm_partial_stats MergeStats(const bnorm_partial_stats& a, const bnorm_partial_stats& b) {
+  if (b.count == 0) return a;
+  if (a.count == 0) return b;
+  const double count = a.count + b.count;
+  const double wa = a.count / count, wb = b.count / count;
+  if (!std::isfinite(a.mean) || !std::isfinite(b.mean)) {
+    // Inf or NaN data: the mean is what IEEE gives for the sum, M2 is NaN (as Merge).
+    return {count, wa * a.mean + wb * b.mean, std::numeric_limits<double>::quiet_NaN()};
+  }
+  const double delta = b.mean - a.mean;
+  return {count, a.mean + delta * wb, a.m2 + b.m2 + delta * delta * (a.count * wb)};
+}
+
+bnorm_partial_stats ToPartial(const Moments& m) { return {m.count, m.mean, m.var * m.count}; }
+
+}  // namespace
+
+void PartialStatsOp(const bnorm_shape& s, const float* x, bnorm_partial_stats* stats,
+                    unsigned flags) {
+  if (s.n * s.spatial == 0) {
+    for (int64_t ch = 0; ch < s.c; ++ch) stats[ch] = bnorm_partial_stats{0, 0, 0};
+    return;
+  }
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, 0, s.c);
+  if (p.fused()) {  // as ForwardTrainingOp: one StatsPlane over each whole channel
+    parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t ch) {
+      stats[ch] = ToPartial(StatsPlane(p.PlaneOf(x, ch), 0, p.count));
+    });
+    return;
+  }
+  Moments* moments = Scratch<Moments, 1>(static_cast<size_t>(p.c));
+  ChannelMoments(p, x, moments);
+  for (int64_t ch = 0; ch < p.c; ++ch) stats[ch] = ToPartial(moments[ch]);
+}
+
+void MergePartialStatsOp(int64_t c, const bnorm_partial_stats* a, const bnorm_partial_stats* b,
+                         bnorm_partial_stats* out) {
+  for (int64_t ch = 0; ch < c; ++ch) out[ch] = MergeStats(a[ch], b[ch]);  // reads, then writes
+}
+
+void FinishStatsOp(int64_t c, const bnorm_partial_stats* global, float eps, float momentum,
+                   float* running_mean, float* running_var, float* mean, float* invstd,
+                   unsigned flags) {
+  const bool biased = (flags & BNORM_RUNNING_VAR_BIASED) != 0;
+  const double e = eps, m = momentum;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const bnorm_partial_stats g = global[ch];
+    const double var = g.m2 / g.count;  // biased, for the normalization
+    const double inv = 1.0 / std::sqrt(var + e);
+    if (mean) mean[ch] = static_cast<float>(g.mean);
+    if (invstd) invstd[ch] = static_cast<float>(inv);
+    if (running_mean) {
+      const double unbias = biased ? 1.0 : g.count / (g.count - 1);
+      running_mean[ch] = static_cast<float>((1 - m) * running_mean[ch] + m * g.mean);
+      running_var[ch] = static_cast<float>((1 - m) * running_var[ch] + m * var * unbias);
+    }
+  }
+}
+
+void NormalizeOp(const bnorm_shape& s, const float* x, float* y, const float* mean,
+                 const float* invstd, const float* gamma, const float* beta, unsigned flags) {
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, 0, s.c);
+  float* mul = Scratch<float, 2>(static_cast<size_t>(2 * p.c));
+  float* add = mul + p.c;
+  // ApplyAffine's pattern exists before y is written (out of memory leaves y alone).
+  if (p.rows_mode) Scratch<float, 3>(3 * static_cast<size_t>(p.PatternSize()));
+  for (int64_t ch = 0; ch < p.c; ++ch) {
+    mul[ch] = static_cast<float>((gamma ? gamma[ch] : 1.0) * static_cast<double>(invstd[ch]));
+    add[ch] = beta ? beta[ch] : 0.0f;
+  }
+  ApplyAffine(p, x, y, mean, mul, add, (flags & BNORM_FUSE_RELU) != 0);
+}
+
+void BackwardSumsOp(const bnorm_shape& s, const float* x, const float* dy, const float* mean,
+                    const float* invstd, const float* y, double* sum_dy, double* sum_dy_xhat,
+                    unsigned flags) {
+  if (s.n * s.spatial == 0) {
+    for (int64_t ch = 0; ch < s.c; ++ch) sum_dy[ch] = sum_dy_xhat[ch] = 0;
+    return;
+  }
+  const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, 0, s.c);
+  const float* mask = (flags & BNORM_FUSE_RELU) ? y : nullptr;
+  // sum(dy' * xhat) = invstd * sum(dy' * (x - mean)), as BackwardOp's dgamma.
+  auto finish = [&](int64_t ch, double total_dy, double total_dy_xc) {
+    sum_dy[ch] = total_dy;
+    sum_dy_xhat[ch] = total_dy_xc * static_cast<double>(invstd[ch]);
+  };
+
+  if (!p.rows_mode) {
+    auto plane = [&](const float* t, int64_t ch) {
+      return t ? p.PlaneOf(t, ch) : Plane<const float>{nullptr, p.spatial, 0};
+    };
+    if (p.fused()) {  // as BackwardOp: one call over each whole channel
+      parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t ch) {
+        double total_dy, total_dy_xc;
+        BackwardSumsPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), 0, p.count, mean[ch],
+                          &total_dy, &total_dy_xc);
+        finish(ch, total_dy, total_dy_xc);
+      });
+      return;
+    }
+    double* sums = Scratch<double, 0>(static_cast<size_t>(2 * p.items()));
+    parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
+      const int64_t ch = p.Channel(item);
+      BackwardSumsPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), p.K0(item), p.K1(item),
+                        mean[ch], &sums[2 * item], &sums[2 * item + 1]);
+    });
+    for (int64_t ch = 0; ch < p.c; ++ch) {
+      double total_dy = 0, total_dy_xc = 0;
+      for (int64_t item = ch * p.chunks; item < (ch + 1) * p.chunks; ++item) {
+        total_dy += sums[2 * item];
+        total_dy_xc += sums[2 * item + 1];
+      }
+      finish(ch, total_dy, total_dy_xc);
+    }
+    return;
+  }
+
+  // Rows: per-position sums of each region added into [chunk * c + ch] in position
+  // order, then over chunks in order (as BackwardOp).
+  float* pattern = Scratch<float, 3>(static_cast<size_t>(p.PatternSize()));  // mean
+  FillPattern(p, mean, 0.0f, pattern);
+  double* chunk_dy = Scratch<double, 0>(static_cast<size_t>(2 * p.chunks * p.c));
+  double* chunk_dy_xc = chunk_dy + p.chunks * p.c;
+  parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
+    const int64_t at = p.Chunk(item) * p.c;
+    for (int64_t ch = p.FirstChannel(item); ch < p.LastChannel(item); ++ch) {
+      chunk_dy[at + ch] = chunk_dy_xc[at + ch] = 0;
+    }
+    double pos_dy[kMaxRun], pos_dy_xc[kMaxRun];
+    p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
+                              int64_t block_runs, int64_t col) {
+      auto region = [&](const float* t) {
+        return Region<const float>{t ? t + offset : nullptr, len, stride, runs, block_runs};
+      };
+      BackwardSumsRegion(region(x), region(dy), region(mask), pattern + col, pos_dy, pos_dy_xc);
+      p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) {
+        chunk_dy[at + ch] += pos_dy[pos];
+        chunk_dy_xc[at + ch] += pos_dy_xc[pos];
+      });
+    });
+  });
+  for (int64_t ch = 0; ch < p.c; ++ch) {
+    double total_dy = 0, total_dy_xc = 0;
+    for (int64_t chunk = 0; chunk < p.chunks; ++chunk) {
+      total_dy += chunk_dy[chunk * p.c + ch];
+      total_dy_xc += chunk_dy_xc[chunk * p.c + ch];
+    }
+    finish(ch, total_dy, total_dy_xc);
+  }
+}
+
+void BackwardDxOp(const bnorm_shape& s, const float* x, const float* dy, const float* mean,
+                  const float* invstd, const float* gamma, const float* y, const double* sum_dy,
+                  const double* sum_dy_xhat, int64_t global_count, float* dx, float* dgamma,
+                  float* dbeta, unsigned flags) {
+  const int64_t c = s.c;
+  if (dx && s.n * s.spatial == 0) dx = nullptr;  // no local values: gradients only
+  // Every scratch buffer exists before the first output is written.
+  float* k = Scratch<float, 2>(static_cast<size_t>(3 * c));  // k_dy, k_xc, k_0
+  Plan p{};
+  if (dx) {
+    p = MakePlan(s, (flags & BNORM_SERIAL) != 0, 0, c);
+    if (p.rows_mode) Scratch<float, 3>(4 * static_cast<size_t>(p.PatternSize()));
+  }
+  const double count = static_cast<double>(global_count);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    // As BackwardOp's finish, with the global sums and count.
+    const double dg = sum_dy_xhat[ch], db = sum_dy[ch];
+    if (dgamma) dgamma[ch] = static_cast<float>(dg);
+    if (dbeta) dbeta[ch] = static_cast<float>(db);
+    if (!dx) continue;
+    const double inv = invstd[ch];
+    const double kk = (gamma ? gamma[ch] : 1.0) * inv;
+    k[ch] = static_cast<float>(kk);
+    k[c + ch] = static_cast<float>(-kk * inv * dg / count);
+    k[2 * c + ch] = static_cast<float>(-kk * db / count);
+  }
+  if (!dx) return;
+  const float* mask = (flags & BNORM_FUSE_RELU) ? y : nullptr;
+  const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
+  if (!p.rows_mode) {
+    if (p.fused()) {  // as BackwardOp: channel by channel
+      auto plane = [&](const float* t, int64_t ch) {
+        return t ? p.PlaneOf(t, ch) : Plane<const float>{nullptr, p.spatial, 0};
+      };
+      parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t ch) {
+        BackwardDxPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), p.PlaneOf(dx, ch), 0,
+                        p.count, mean[ch], k[ch], k[c + ch], k[2 * c + ch], stream);
+      });
+      return;
+    }
+    parallel::For(p.Slices(), 1, p.serial, [&](int64_t slice) {
+      BackwardDxSlice(x, dy, mask, dx, p.spatial, p.c, p.V0(slice), p.V1(slice), mean, k,
+                      k + c, k + 2 * c, stream);
+    });
+    return;
+  }
+  const size_t size = static_cast<size_t>(p.PatternSize());
+  float* pattern = Scratch<float, 3>(4 * size);  // mean, k_dy, k_xc, k_0
+  FillPattern(p, mean, 0.0f, pattern);
+  for (int i = 0; i < 3; ++i) FillPattern(p, k + i * c, 0.0f, pattern + (i + 1) * size);
+  parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
+    p.ForEachRun(item, [&](int64_t offset, int64_t len, int64_t period, int64_t at) {
+      BackwardDxRun(x + offset, dy + offset, mask ? mask + offset : nullptr, dx + offset, len,
+                    pattern + at, pattern + size + at, pattern + 2 * size + at,
+                    pattern + 3 * size + at, period, stream);
+    });
+  });
+}
+
+}  // namespace detail
+}  // namespace bnorm
