@@ -379,7 +379,7 @@ TEST_CASE("distributed: bad arguments") {
     CheckFailed(bnorm_merge_partial_stats(c, nullptr, global, stats), fn, "a");
     CheckFailed(bnorm_merge_partial_stats(c, global, nullptr, stats), fn, "b");
     CheckFailed(bnorm_merge_partial_stats(c, global, global, nullptr), fn, "out");
-    CheckFailed(bnorm_merge_partial_stats(c, global, global + 1, global), fn, "out");
+    CheckFailed(bnorm_merge_partial_stats(2, global, global + 1, global), fn, "out");
     CheckFailed(bnorm_merge_partial_stats(2, global, global, global + 1), fn, "out");
     bnorm_partial_stats bad[3] = {global[0], {-1, 0, 0}, global[2]};
     CheckFailed(bnorm_merge_partial_stats(c, global, bad, stats), fn, "b[1].count");

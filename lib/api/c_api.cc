@@ -533,9 +533,9 @@ bnorm_status bnorm_merge_partial_stats(int64_t c, const bnorm_partial_stats* a,
       .PerChannelOf(a, size, "a", false, c > 0)
       .PerChannelOf(b, size, "b", false, c > 0)
       .PerChannelOf(out, size, "out", true, c > 0)
+      .NoOverlap(/*exact_per_channel=*/true)
       .StatsCounts(a, "a", 0, "")
-      .StatsCounts(b, "b", 0, "")
-      .NoOverlap(/*exact_per_channel=*/true);
+      .StatsCounts(b, "b", 0, "");
   if (!v.ok()) return v.status();
   if (c == 0) return bnorm_success;
   return Run(fn, [&] { bnorm::detail::MergePartialStatsOp(c, a, b, out); });
@@ -556,8 +556,8 @@ bnorm_status bnorm_finish_stats_f32(int64_t c, const bnorm_partial_stats* global
       .Eps(eps)
       .Momentum(momentum)
       .Flags(flags)
-      .StatsCounts(global, "global", 2, " (training needs 2 values per channel)")
-      .NoOverlap();
+      .NoOverlap()
+      .StatsCounts(global, "global", 2, " (training needs 2 values per channel)");
   if (!v.ok()) return v.status();
   if (c == 0) return bnorm_success;
   return Run(fn, [&] {
