@@ -35,6 +35,18 @@ typedef enum bnorm_status {
 
 typedef enum bnorm_layout { bnorm_nchw = 0, bnorm_nhwc = 1 } bnorm_layout;
 
+/* Half-precision tensor elements, as their IEEE bits: bfloat16 (8 exponent bits, 7
+ * mantissa bits: the upper half of a float32) and float16 (IEEE binary16: 5 exponent
+ * bits, 10 mantissa bits). The _bf16 and _f16 entry points take x, y, dy and dx in
+ * these types; everything per channel (gamma, beta, mean, var, running and saved
+ * statistics, parameter gradients) stays float32. */
+typedef struct bnorm_bf16 {
+  uint16_t bits;
+} bnorm_bf16;
+typedef struct bnorm_f16 {
+  uint16_t bits;
+} bnorm_f16;
+
 /* n images of c channels of `spatial` elements (the product of the spatial
  * dimensions; 1 for fully connected). NCHW: element (i, ch, s) lives at
  * (i*c + ch)*spatial + s; NHWC: at (i*spatial + s)*c + ch. */
@@ -134,6 +146,94 @@ BNORM_API bnorm_status bnorm_backward_slice_f32(const bnorm_shape* s, int64_t c_
                                                 const float* saved_invstd, const float* gamma,
                                                 const float* y, float* dx, float* dgamma,
                                                 float* dbeta, unsigned flags);
+
+/* Half-precision tensors: every operation above with x, y, dy and dx in bfloat16
+ * (_bf16) or float16 (_f16), same arguments, semantics and error rules; per-channel
+ * arrays stay float32. Values are widened to float32 on load, statistics and every
+ * intermediate are float32 or float64 as for _f32 (statistics as accurate as the
+ * float32 path on the same values), and each output is rounded once to the element
+ * type, to nearest with ties to even: NaN stays NaN, a value beyond the largest finite
+ * one becomes Inf. */
+BNORM_API bnorm_status bnorm_moments_bf16(const bnorm_shape* s, const bnorm_bf16* x, float* mean,
+                                          float* var);
+BNORM_API bnorm_status bnorm_forward_training_bf16(const bnorm_shape* s, const bnorm_bf16* x,
+                                                   bnorm_bf16* y, const float* gamma,
+                                                   const float* beta, float eps, float momentum,
+                                                   float* running_mean, float* running_var,
+                                                   float* saved_mean, float* saved_invstd,
+                                                   unsigned flags);
+BNORM_API bnorm_status bnorm_forward_inference_bf16(const bnorm_shape* s, const bnorm_bf16* x,
+                                                    bnorm_bf16* y, const float* gamma,
+                                                    const float* beta, const float* mean,
+                                                    const float* var, float eps, unsigned flags);
+BNORM_API bnorm_status bnorm_affine_bf16(const bnorm_shape* s, const bnorm_bf16* x, bnorm_bf16* y,
+                                         const float* scale, const float* shift, unsigned flags);
+BNORM_API bnorm_status bnorm_backward_bf16(const bnorm_shape* s, const bnorm_bf16* x,
+                                           const bnorm_bf16* dy, const float* saved_mean,
+                                           const float* saved_invstd, const float* gamma,
+                                           const bnorm_bf16* y, bnorm_bf16* dx, float* dgamma,
+                                           float* dbeta, unsigned flags);
+BNORM_API bnorm_status bnorm_moments_slice_bf16(const bnorm_shape* s, int64_t c_begin,
+                                                int64_t c_end, const bnorm_bf16* x, float* mean,
+                                                float* var, unsigned flags);
+BNORM_API bnorm_status bnorm_forward_training_slice_bf16(
+    const bnorm_shape* s, int64_t c_begin, int64_t c_end, const bnorm_bf16* x, bnorm_bf16* y,
+    const float* gamma, const float* beta, float eps, float momentum, float* running_mean,
+    float* running_var, float* saved_mean, float* saved_invstd, unsigned flags);
+BNORM_API bnorm_status bnorm_forward_inference_slice_bf16(const bnorm_shape* s, int64_t c_begin,
+                                                          int64_t c_end, const bnorm_bf16* x,
+                                                          bnorm_bf16* y, const float* gamma,
+                                                          const float* beta, const float* mean,
+                                                          const float* var, float eps,
+                                                          unsigned flags);
+BNORM_API bnorm_status bnorm_affine_slice_bf16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                               const bnorm_bf16* x, bnorm_bf16* y,
+                                               const float* scale, const float* shift,
+                                               unsigned flags);
+BNORM_API bnorm_status bnorm_backward_slice_bf16(const bnorm_shape* s, int64_t c_begin,
+                                                 int64_t c_end, const bnorm_bf16* x,
+                                                 const bnorm_bf16* dy, const float* saved_mean,
+                                                 const float* saved_invstd, const float* gamma,
+                                                 const bnorm_bf16* y, bnorm_bf16* dx, float* dgamma,
+                                                 float* dbeta, unsigned flags);
+BNORM_API bnorm_status bnorm_moments_f16(const bnorm_shape* s, const bnorm_f16* x, float* mean,
+                                         float* var);
+BNORM_API bnorm_status bnorm_forward_training_f16(const bnorm_shape* s, const bnorm_f16* x,
+                                                  bnorm_f16* y, const float* gamma,
+                                                  const float* beta, float eps, float momentum,
+                                                  float* running_mean, float* running_var,
+                                                  float* saved_mean, float* saved_invstd,
+                                                  unsigned flags);
+BNORM_API bnorm_status bnorm_forward_inference_f16(const bnorm_shape* s, const bnorm_f16* x,
+                                                   bnorm_f16* y, const float* gamma,
+                                                   const float* beta, const float* mean,
+                                                   const float* var, float eps, unsigned flags);
+BNORM_API bnorm_status bnorm_affine_f16(const bnorm_shape* s, const bnorm_f16* x, bnorm_f16* y,
+                                        const float* scale, const float* shift, unsigned flags);
+BNORM_API bnorm_status bnorm_backward_f16(const bnorm_shape* s, const bnorm_f16* x,
+                                          const bnorm_f16* dy, const float* saved_mean,
+                                          const float* saved_invstd, const float* gamma,
+                                          const bnorm_f16* y, bnorm_f16* dx, float* dgamma,
+                                          float* dbeta, unsigned flags);
+BNORM_API bnorm_status bnorm_moments_slice_f16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                               const bnorm_f16* x, float* mean, float* var,
+                                               unsigned flags);
+BNORM_API bnorm_status bnorm_forward_training_slice_f16(
+    const bnorm_shape* s, int64_t c_begin, int64_t c_end, const bnorm_f16* x, bnorm_f16* y,
+    const float* gamma, const float* beta, float eps, float momentum, float* running_mean,
+    float* running_var, float* saved_mean, float* saved_invstd, unsigned flags);
+BNORM_API bnorm_status bnorm_forward_inference_slice_f16(
+    const bnorm_shape* s, int64_t c_begin, int64_t c_end, const bnorm_f16* x, bnorm_f16* y,
+    const float* gamma, const float* beta, const float* mean, const float* var, float eps,
+    unsigned flags);
+BNORM_API bnorm_status bnorm_affine_slice_f16(const bnorm_shape* s, int64_t c_begin,
+                                              int64_t c_end, const bnorm_f16* x, bnorm_f16* y,
+                                              const float* scale, const float* shift,
+                                              unsigned flags);
+BNORM_API bnorm_status bnorm_backward_slice_f16(
+    const bnorm_shape* s, int64_t c_begin, int64_t c_end, const bnorm_f16* x, const bnorm_f16* dy,
+    const float* saved_mean, const float* saved_invstd, const float* gamma, const bnorm_f16* y,
+    bnorm_f16* dx, float* dgamma, float* dbeta, unsigned flags);
 
 /* Synchronized batch norm (data-parallel training over several processes, e.g. MPI):
  * the steps of bnorm_forward_training_f32 and bnorm_backward_f32 with the exchange

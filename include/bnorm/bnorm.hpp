@@ -94,6 +94,39 @@ T* Sized(Span<T> s, int64_t expected, const char* what, bool optional = false) {
 }
 }  // namespace detail
 
+namespace detail {
+// T as a non-deduced context: the operations below take their tensors' element type T
+// from an explicit template argument (default float), e.g. Moments<bnorm_bf16>(...).
+template <typename T>
+struct Identity {
+  using type = T;
+};
+template <typename T>
+using Same = typename Identity<T>::type;
+
+// The C entry points of each tensor element type.
+template <typename T>
+struct Api;
+#define BNORM_HPP_API(T, S)                                                             \
+  template <>                                                                           \
+  struct Api<T> {                                                                       \
+    static constexpr auto moments = &bnorm_moments_##S;                                 \
+    static constexpr auto forward_training = &bnorm_forward_training_##S;               \
+    static constexpr auto forward_inference = &bnorm_forward_inference_##S;             \
+    static constexpr auto affine = &bnorm_affine_##S;                                   \
+    static constexpr auto backward = &bnorm_backward_##S;                               \
+    static constexpr auto moments_slice = &bnorm_moments_slice_##S;                     \
+    static constexpr auto forward_training_slice = &bnorm_forward_training_slice_##S;   \
+    static constexpr auto forward_inference_slice = &bnorm_forward_inference_slice_##S; \
+    static constexpr auto affine_slice = &bnorm_affine_slice_##S;                       \
+    static constexpr auto backward_slice = &bnorm_backward_slice_##S;                   \
+  };
+BNORM_HPP_API(float, f32)
+BNORM_HPP_API(bnorm_bf16, bf16)
+BNORM_HPP_API(bnorm_f16, f16)
+#undef BNORM_HPP_API
+}  // namespace detail
+
 inline std::string ActiveTarget() { return bnorm_active_target(); }
 inline std::string CompiledTargets() { return bnorm_compiled_targets(); }
 inline std::string SupportedTargets() { return bnorm_supported_targets(); }
@@ -111,21 +144,24 @@ inline std::vector<std::string> TargetNames(const std::string& list) {
 inline void SetTarget(const std::string& name) { detail::Check(bnorm_set_target(name.c_str())); }
 
 // Per-channel batch mean and biased variance.
-inline void Moments(const Shape& s, Span<const float> x, Span<float> mean, Span<float> var) {
+template <typename T = float>
+inline void Moments(const Shape& s, Span<const detail::Same<T>> x, Span<float> mean,
+                    Span<float> var) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_moments_f32(&cs, detail::Sized(x, s.elements(), "x"),
-                                  detail::Sized(mean, s.c, "mean"),
-                                  detail::Sized(var, s.c, "var")));
+  detail::Check(detail::Api<T>::moments(&cs, detail::Sized(x, s.elements(), "x"),
+                                        detail::Sized(mean, s.c, "mean"),
+                                        detail::Sized(var, s.c, "var")));
 }
 
 // Training forward; empty spans stand for the optional (NULL) buffers.
-inline void ForwardTraining(const Shape& s, Span<const float> x, Span<float> y,
+template <typename T = float>
+inline void ForwardTraining(const Shape& s, Span<const detail::Same<T>> x, Span<detail::Same<T>> y,
                             Span<const float> gamma, Span<const float> beta, float eps,
                             float momentum, Span<float> running_mean, Span<float> running_var,
                             Span<float> saved_mean, Span<float> saved_invstd,
                             unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_forward_training_f32(
+  detail::Check(detail::Api<T>::forward_training(
       &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(y, s.elements(), "y"),
       detail::Sized(gamma, s.c, "gamma", true), detail::Sized(beta, s.c, "beta", true), eps,
       momentum, detail::Sized(running_mean, s.c, "running_mean", true),
@@ -135,12 +171,13 @@ inline void ForwardTraining(const Shape& s, Span<const float> x, Span<float> y,
 }
 
 // Inference forward with given statistics.
-inline void ForwardInference(const Shape& s, Span<const float> x, Span<float> y,
+template <typename T = float>
+inline void ForwardInference(const Shape& s, Span<const detail::Same<T>> x, Span<detail::Same<T>> y,
                              Span<const float> gamma, Span<const float> beta,
                              Span<const float> mean, Span<const float> var, float eps,
                              unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_forward_inference_f32(
+  detail::Check(detail::Api<T>::forward_inference(
       &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(y, s.elements(), "y"),
       detail::Sized(gamma, s.c, "gamma", true), detail::Sized(beta, s.c, "beta", true),
       detail::Sized(mean, s.c, "mean"), detail::Sized(var, s.c, "var"), eps, flags));
@@ -152,35 +189,35 @@ inline void Fold(Span<const float> gamma, Span<const float> beta, Span<const flo
   const int64_t c = static_cast<int64_t>(mean.size());
   detail::Check(bnorm_fold_f32(c, detail::Sized(gamma, c, "gamma", true),
                                detail::Sized(beta, c, "beta", true), mean.data(),
-                               detail::Sized(var, c, "var"), eps,
-                               detail::Sized(scale, c, "scale"),
+                               detail::Sized(var, c, "var"), eps, detail::Sized(scale, c, "scale"),
                                detail::Sized(shift, c, "shift")));
 }
 
 // y = x * scale + shift (+ ReLU).
-inline void Affine(const Shape& s, Span<const float> x, Span<float> y, Span<const float> scale,
-                   Span<const float> shift, unsigned flags = kNone) {
+template <typename T = float>
+inline void Affine(const Shape& s, Span<const detail::Same<T>> x, Span<detail::Same<T>> y,
+                   Span<const float> scale, Span<const float> shift, unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_affine_f32(&cs, detail::Sized(x, s.elements(), "x"),
-                                 detail::Sized(y, s.elements(), "y"),
-                                 detail::Sized(scale, s.c, "scale"),
-                                 detail::Sized(shift, s.c, "shift"), flags));
+  detail::Check(detail::Api<T>::affine(
+      &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(y, s.elements(), "y"),
+      detail::Sized(scale, s.c, "scale"), detail::Sized(shift, s.c, "shift"), flags));
 }
 
 // Backward; empty spans for gamma (ones), y (needed only with kFuseRelu), and for the
 // gradients to skip.
-inline void Backward(const Shape& s, Span<const float> x, Span<const float> dy,
+template <typename T = float>
+inline void Backward(const Shape& s, Span<const detail::Same<T>> x, Span<const detail::Same<T>> dy,
                      Span<const float> saved_mean, Span<const float> saved_invstd,
-                     Span<const float> gamma, Span<const float> y, Span<float> dx,
-                     Span<float> dgamma, Span<float> dbeta, unsigned flags = kNone) {
+                     Span<const float> gamma, Span<const detail::Same<T>> y,
+                     Span<detail::Same<T>> dx, Span<float> dgamma, Span<float> dbeta,
+                     unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_backward_f32(
+  detail::Check(detail::Api<T>::backward(
       &cs, detail::Sized(x, s.elements(), "x"), detail::Sized(dy, s.elements(), "dy"),
       detail::Sized(saved_mean, s.c, "saved_mean"),
       detail::Sized(saved_invstd, s.c, "saved_invstd"), detail::Sized(gamma, s.c, "gamma", true),
       detail::Sized(y, s.elements(), "y", true), detail::Sized(dx, s.elements(), "dx", true),
-      detail::Sized(dgamma, s.c, "dgamma", true), detail::Sized(dbeta, s.c, "dbeta", true),
-      flags));
+      detail::Sized(dgamma, s.c, "dgamma", true), detail::Sized(dbeta, s.c, "dbeta", true), flags));
 }
 
 // Channel slices [begin, end) of a tensor: the operations above on those channels
@@ -190,22 +227,24 @@ struct Channels {
   int64_t begin = 0, end = 0;
 };
 
-inline void Moments(const Shape& s, Channels ch, Span<const float> x, Span<float> mean,
+template <typename T = float>
+inline void Moments(const Shape& s, Channels ch, Span<const detail::Same<T>> x, Span<float> mean,
                     Span<float> var, unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_moments_slice_f32(&cs, ch.begin, ch.end,
-                                        detail::Sized(x, s.elements(), "x"),
-                                        detail::Sized(mean, s.c, "mean"),
-                                        detail::Sized(var, s.c, "var"), flags));
+  detail::Check(detail::Api<T>::moments_slice(
+      &cs, ch.begin, ch.end, detail::Sized(x, s.elements(), "x"), detail::Sized(mean, s.c, "mean"),
+      detail::Sized(var, s.c, "var"), flags));
 }
 
-inline void ForwardTraining(const Shape& s, Channels ch, Span<const float> x, Span<float> y,
-                            Span<const float> gamma, Span<const float> beta, float eps,
-                            float momentum, Span<float> running_mean, Span<float> running_var,
+template <typename T = float>
+inline void ForwardTraining(const Shape& s, Channels ch, Span<const detail::Same<T>> x,
+                            Span<detail::Same<T>> y, Span<const float> gamma,
+                            Span<const float> beta, float eps, float momentum,
+                            Span<float> running_mean, Span<float> running_var,
                             Span<float> saved_mean, Span<float> saved_invstd,
                             unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_forward_training_slice_f32(
+  detail::Check(detail::Api<T>::forward_training_slice(
       &cs, ch.begin, ch.end, detail::Sized(x, s.elements(), "x"),
       detail::Sized(y, s.elements(), "y"), detail::Sized(gamma, s.c, "gamma", true),
       detail::Sized(beta, s.c, "beta", true), eps, momentum,
@@ -215,40 +254,43 @@ inline void ForwardTraining(const Shape& s, Channels ch, Span<const float> x, Sp
       detail::Sized(saved_invstd, s.c, "saved_invstd", true), flags));
 }
 
-inline void ForwardInference(const Shape& s, Channels ch, Span<const float> x, Span<float> y,
-                             Span<const float> gamma, Span<const float> beta,
-                             Span<const float> mean, Span<const float> var, float eps,
-                             unsigned flags = kNone) {
+template <typename T = float>
+inline void ForwardInference(const Shape& s, Channels ch, Span<const detail::Same<T>> x,
+                             Span<detail::Same<T>> y, Span<const float> gamma,
+                             Span<const float> beta, Span<const float> mean, Span<const float> var,
+                             float eps, unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_forward_inference_slice_f32(
+  detail::Check(detail::Api<T>::forward_inference_slice(
       &cs, ch.begin, ch.end, detail::Sized(x, s.elements(), "x"),
       detail::Sized(y, s.elements(), "y"), detail::Sized(gamma, s.c, "gamma", true),
       detail::Sized(beta, s.c, "beta", true), detail::Sized(mean, s.c, "mean"),
       detail::Sized(var, s.c, "var"), eps, flags));
 }
 
-inline void Affine(const Shape& s, Channels ch, Span<const float> x, Span<float> y,
-                   Span<const float> scale, Span<const float> shift, unsigned flags = kNone) {
+template <typename T = float>
+inline void Affine(const Shape& s, Channels ch, Span<const detail::Same<T>> x,
+                   Span<detail::Same<T>> y, Span<const float> scale, Span<const float> shift,
+                   unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_affine_slice_f32(&cs, ch.begin, ch.end,
-                                       detail::Sized(x, s.elements(), "x"),
-                                       detail::Sized(y, s.elements(), "y"),
-                                       detail::Sized(scale, s.c, "scale"),
-                                       detail::Sized(shift, s.c, "shift"), flags));
+  detail::Check(detail::Api<T>::affine_slice(
+      &cs, ch.begin, ch.end, detail::Sized(x, s.elements(), "x"),
+      detail::Sized(y, s.elements(), "y"), detail::Sized(scale, s.c, "scale"),
+      detail::Sized(shift, s.c, "shift"), flags));
 }
 
-inline void Backward(const Shape& s, Channels ch, Span<const float> x, Span<const float> dy,
-                     Span<const float> saved_mean, Span<const float> saved_invstd,
-                     Span<const float> gamma, Span<const float> y, Span<float> dx,
-                     Span<float> dgamma, Span<float> dbeta, unsigned flags = kNone) {
+template <typename T = float>
+inline void Backward(const Shape& s, Channels ch, Span<const detail::Same<T>> x,
+                     Span<const detail::Same<T>> dy, Span<const float> saved_mean,
+                     Span<const float> saved_invstd, Span<const float> gamma,
+                     Span<const detail::Same<T>> y, Span<detail::Same<T>> dx, Span<float> dgamma,
+                     Span<float> dbeta, unsigned flags = kNone) {
   const bnorm_shape cs = s.c_shape();
-  detail::Check(bnorm_backward_slice_f32(
+  detail::Check(detail::Api<T>::backward_slice(
       &cs, ch.begin, ch.end, detail::Sized(x, s.elements(), "x"),
       detail::Sized(dy, s.elements(), "dy"), detail::Sized(saved_mean, s.c, "saved_mean"),
       detail::Sized(saved_invstd, s.c, "saved_invstd"), detail::Sized(gamma, s.c, "gamma", true),
       detail::Sized(y, s.elements(), "y", true), detail::Sized(dx, s.elements(), "dx", true),
-      detail::Sized(dgamma, s.c, "dgamma", true), detail::Sized(dbeta, s.c, "dbeta", true),
-      flags));
+      detail::Sized(dgamma, s.c, "dgamma", true), detail::Sized(dbeta, s.c, "dbeta", true), flags));
 }
 
 // --- Synchronized batch norm: the local steps of bnorm.h's bnorm_partial_stats_f32 ...

@@ -32,7 +32,10 @@ struct Buffer {
 // Validates the arguments of one call, stopping at the first failure.
 class Validator {
  public:
-  explicit Validator(const char* function) : function_(function) {}
+  // `element` names the tensors' element type, of `element_bytes` bytes.
+  explicit Validator(const char* function, const char* element = "float",
+                     int64_t element_bytes = sizeof(float))
+      : function_(function), element_(element), element_bytes_(element_bytes) {}
 
   bool ok() const { return status_ == bnorm_success; }
   bnorm_status status() const { return status_; }
@@ -64,10 +67,10 @@ class Validator {
     }
     if (__builtin_mul_overflow(s->n, s->spatial, &count) ||
         __builtin_mul_overflow(count, s->c, &elements) ||
-        __builtin_mul_overflow(elements, static_cast<int64_t>(sizeof(float)), &bytes)) {
+        __builtin_mul_overflow(elements, element_bytes_, &bytes)) {
       return Fail(bnorm_invalid_argument,
-                  "shape: n*c*spatial*sizeof(float) overflows int64 (n=%lld, c=%lld, spatial=%lld)",
-                  L(s->n), L(s->c), L(s->spatial));
+                  "shape: n*c*spatial*sizeof(%s) overflows int64 (n=%lld, c=%lld, spatial=%lld)",
+                  element_, L(s->n), L(s->c), L(s->spatial));
     }
     count_ = count;
     elements_ = elements;
@@ -91,11 +94,11 @@ class Validator {
   // Registers a tensor buffer; `required` ones must not be NULL unless the call has
   // nothing to do (an empty tensor: then no buffer is touched).
   Validator& Tensor(const void* p, const char* name, bool output, bool required = true) {
-    return Add(p, elements_, name, output, true, required);
+    return Add(p, elements_ * element_bytes_, name, output, true, required);
   }
-  // Registers a per-channel buffer.
+  // Registers a per-channel buffer (float32 values).
   Validator& PerChannel(const void* p, const char* name, bool output, bool required = true) {
-    return Add(p, c_, name, output, false, required);
+    return Add(p, c_ * static_cast<int64_t>(sizeof(float)), name, output, false, required);
   }
 
   Validator& BothOrNeither(const void* a, const void* b, const char* a_name, const char* b_name) {
@@ -228,18 +231,20 @@ class Validator {
     return a0 < b0 + static_cast<uintptr_t>(b.bytes) && b0 < a0 + static_cast<uintptr_t>(a.bytes);
   }
 
-  Validator& Add(const void* p, int64_t values, const char* name, bool output, bool tensor,
+  Validator& Add(const void* p, int64_t bytes, const char* name, bool output, bool tensor,
                  bool required) {
     if (!ok()) return *this;
     if (p == nullptr && required && active_) {
-      return Fail(bnorm_invalid_argument, "%s: must not be NULL (%lld values)", name, L(values));
+      return Fail(bnorm_invalid_argument, "%s: must not be NULL (%lld values)", name,
+                  L(tensor ? elements_ : c_));
     }
-    buffers_[num_buffers_++] = Buffer{p, values * static_cast<int64_t>(sizeof(float)), name,
-                                      output, tensor};
+    buffers_[num_buffers_++] = Buffer{p, bytes, name, output, tensor};
     return *this;
   }
 
   const char* function_;
+  const char* element_;
+  int64_t element_bytes_;
   bnorm_status status_ = bnorm_success;
   int64_t count_ = 0, elements_ = 0, c_ = 0;
   bool active_ = false;  // the call will touch buffers (not empty)
@@ -304,9 +309,20 @@ using bnorm::detail::Channels;
 // Returns the range of a whole call (0 when the shape is invalid: Validator fails first).
 int64_t AllChannels(const bnorm_shape* s) { return s != nullptr && s->c > 0 ? s->c : 0; }
 
+// The name of a tensor element type in messages.
+template <typename T>
+const char* ElementName();
+template <>
+const char* ElementName<float>() { return "float"; }
+template <>
+const char* ElementName<bnorm_bf16>() { return "bnorm_bf16"; }
+template <>
+const char* ElementName<bnorm_f16>() { return "bnorm_f16"; }
+
+template <typename T>
 bnorm_status Moments(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce,
-                     const float* x, float* mean, float* var, unsigned flags) {
-  Validator v(fn);
+                     const T* x, float* mean, float* var, unsigned flags) {
+  Validator v(fn, ElementName<T>(), sizeof(T));
   v.Shape(s).Slice(cb, ce).Tensor(x, "x", false).PerChannel(mean, "mean", true)
       .PerChannel(var, "var", true).Flags(flags).NoOverlap();
   if (!v.ok()) return v.status();
@@ -314,11 +330,12 @@ bnorm_status Moments(const char* fn, const bnorm_shape* s, int64_t cb, int64_t c
   return Run(fn, [&] { bnorm::detail::MomentsOp(*s, Channels{cb, ce}, x, mean, var, flags); });
 }
 
+template <typename T>
 bnorm_status ForwardTraining(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce,
-                             const float* x, float* y, const float* gamma, const float* beta,
+                             const T* x, T* y, const float* gamma, const float* beta,
                              float eps, float momentum, float* running_mean, float* running_var,
                              float* saved_mean, float* saved_invstd, unsigned flags) {
-  Validator v(fn);
+  Validator v(fn, ElementName<T>(), sizeof(T));
   v.Shape(s)
       .Slice(cb, ce)
       .Tensor(x, "x", false)
@@ -343,10 +360,11 @@ bnorm_status ForwardTraining(const char* fn, const bnorm_shape* s, int64_t cb, i
   });
 }
 
+template <typename T>
 bnorm_status ForwardInference(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce,
-                              const float* x, float* y, const float* gamma, const float* beta,
+                              const T* x, T* y, const float* gamma, const float* beta,
                               const float* mean, const float* var, float eps, unsigned flags) {
-  Validator v(fn);
+  Validator v(fn, ElementName<T>(), sizeof(T));
   v.Shape(s)
       .Slice(cb, ce)
       .Tensor(x, "x", false)
@@ -366,9 +384,10 @@ bnorm_status ForwardInference(const char* fn, const bnorm_shape* s, int64_t cb, 
   });
 }
 
-bnorm_status Affine(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce, const float* x,
-                    float* y, const float* scale, const float* shift, unsigned flags) {
-  Validator v(fn);
+template <typename T>
+bnorm_status Affine(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce, const T* x,
+                    T* y, const float* scale, const float* shift, unsigned flags) {
+  Validator v(fn, ElementName<T>(), sizeof(T));
   v.Shape(s)
       .Slice(cb, ce)
       .Tensor(x, "x", false)
@@ -384,11 +403,12 @@ bnorm_status Affine(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce
   });
 }
 
+template <typename T>
 bnorm_status Backward(const char* fn, const bnorm_shape* s, int64_t cb, int64_t ce,
-                      const float* x, const float* dy, const float* saved_mean,
-                      const float* saved_invstd, const float* gamma, const float* y, float* dx,
+                      const T* x, const T* dy, const float* saved_mean,
+                      const float* saved_invstd, const float* gamma, const T* y, T* dx,
                       float* dgamma, float* dbeta, unsigned flags) {
-  Validator v(fn);
+  Validator v(fn, ElementName<T>(), sizeof(T));
   v.Flags(flags)
       .Shape(s)
       .Slice(cb, ce)
@@ -499,11 +519,155 @@ bnorm_status bnorm_backward_f32(const bnorm_shape* s, const float* x, const floa
 
 bnorm_status bnorm_backward_slice_f32(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
                                       const float* x, const float* dy, const float* saved_mean,
-                                      const float* saved_invstd, const float* gamma,
-                                      const float* y, float* dx, float* dgamma, float* dbeta,
+                                      const float* saved_invstd, const float* gamma, const float* y,
+                                      float* dx, float* dgamma, float* dbeta, unsigned flags) {
+  return Backward("bnorm_backward_slice_f32", s, c_begin, c_end, x, dy, saved_mean, saved_invstd,
+                  gamma, y, dx, dgamma, dbeta, flags);
+}
+
+// Half-precision tensors: the same operations, widened to float32 in the kernels.
+
+bnorm_status bnorm_moments_bf16(const bnorm_shape* s, const bnorm_bf16* x, float* mean,
+                                float* var) {
+  return Moments("bnorm_moments_bf16", s, 0, AllChannels(s), x, mean, var, 0);
+}
+
+bnorm_status bnorm_moments_slice_bf16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                      const bnorm_bf16* x, float* mean, float* var,
                                       unsigned flags) {
-  return Backward("bnorm_backward_slice_f32", s, c_begin, c_end, x, dy, saved_mean,
-                  saved_invstd, gamma, y, dx, dgamma, dbeta, flags);
+  return Moments("bnorm_moments_slice_bf16", s, c_begin, c_end, x, mean, var, flags);
+}
+
+bnorm_status bnorm_forward_training_bf16(const bnorm_shape* s, const bnorm_bf16* x, bnorm_bf16* y,
+                                         const float* gamma, const float* beta, float eps,
+                                         float momentum, float* running_mean, float* running_var,
+                                         float* saved_mean, float* saved_invstd, unsigned flags) {
+  return ForwardTraining("bnorm_forward_training_bf16", s, 0, AllChannels(s), x, y, gamma, beta,
+                         eps, momentum, running_mean, running_var, saved_mean, saved_invstd, flags);
+}
+
+bnorm_status bnorm_forward_training_slice_bf16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                               const bnorm_bf16* x, bnorm_bf16* y,
+                                               const float* gamma, const float* beta, float eps,
+                                               float momentum, float* running_mean,
+                                               float* running_var, float* saved_mean,
+                                               float* saved_invstd, unsigned flags) {
+  return ForwardTraining("bnorm_forward_training_slice_bf16", s, c_begin, c_end, x, y, gamma, beta,
+                         eps, momentum, running_mean, running_var, saved_mean, saved_invstd, flags);
+}
+
+bnorm_status bnorm_forward_inference_bf16(const bnorm_shape* s, const bnorm_bf16* x, bnorm_bf16* y,
+                                          const float* gamma, const float* beta, const float* mean,
+                                          const float* var, float eps, unsigned flags) {
+  return ForwardInference("bnorm_forward_inference_bf16", s, 0, AllChannels(s), x, y, gamma, beta,
+                          mean, var, eps, flags);
+}
+
+bnorm_status bnorm_forward_inference_slice_bf16(const bnorm_shape* s, int64_t c_begin,
+                                                int64_t c_end, const bnorm_bf16* x, bnorm_bf16* y,
+                                                const float* gamma, const float* beta,
+                                                const float* mean, const float* var, float eps,
+                                                unsigned flags) {
+  return ForwardInference("bnorm_forward_inference_slice_bf16", s, c_begin, c_end, x, y, gamma,
+                          beta, mean, var, eps, flags);
+}
+
+bnorm_status bnorm_affine_bf16(const bnorm_shape* s, const bnorm_bf16* x, bnorm_bf16* y,
+                               const float* scale, const float* shift, unsigned flags) {
+  return Affine("bnorm_affine_bf16", s, 0, AllChannels(s), x, y, scale, shift, flags);
+}
+
+bnorm_status bnorm_affine_slice_bf16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                     const bnorm_bf16* x, bnorm_bf16* y, const float* scale,
+                                     const float* shift, unsigned flags) {
+  return Affine("bnorm_affine_slice_bf16", s, c_begin, c_end, x, y, scale, shift, flags);
+}
+
+bnorm_status bnorm_backward_bf16(const bnorm_shape* s, const bnorm_bf16* x, const bnorm_bf16* dy,
+                                 const float* saved_mean, const float* saved_invstd,
+                                 const float* gamma, const bnorm_bf16* y, bnorm_bf16* dx,
+                                 float* dgamma, float* dbeta, unsigned flags) {
+  return Backward("bnorm_backward_bf16", s, 0, AllChannels(s), x, dy, saved_mean, saved_invstd,
+                  gamma, y, dx, dgamma, dbeta, flags);
+}
+
+bnorm_status bnorm_backward_slice_bf16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                       const bnorm_bf16* x, const bnorm_bf16* dy,
+                                       const float* saved_mean, const float* saved_invstd,
+                                       const float* gamma, const bnorm_bf16* y, bnorm_bf16* dx,
+                                       float* dgamma, float* dbeta, unsigned flags) {
+  return Backward("bnorm_backward_slice_bf16", s, c_begin, c_end, x, dy, saved_mean, saved_invstd,
+                  gamma, y, dx, dgamma, dbeta, flags);
+}
+
+bnorm_status bnorm_moments_f16(const bnorm_shape* s, const bnorm_f16* x, float* mean, float* var) {
+  return Moments("bnorm_moments_f16", s, 0, AllChannels(s), x, mean, var, 0);
+}
+
+bnorm_status bnorm_moments_slice_f16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                     const bnorm_f16* x, float* mean, float* var, unsigned flags) {
+  return Moments("bnorm_moments_slice_f16", s, c_begin, c_end, x, mean, var, flags);
+}
+
+bnorm_status bnorm_forward_training_f16(const bnorm_shape* s, const bnorm_f16* x, bnorm_f16* y,
+                                        const float* gamma, const float* beta, float eps,
+                                        float momentum, float* running_mean, float* running_var,
+                                        float* saved_mean, float* saved_invstd, unsigned flags) {
+  return ForwardTraining("bnorm_forward_training_f16", s, 0, AllChannels(s), x, y, gamma, beta, eps,
+                         momentum, running_mean, running_var, saved_mean, saved_invstd, flags);
+}
+
+bnorm_status bnorm_forward_training_slice_f16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                              const bnorm_f16* x, bnorm_f16* y, const float* gamma,
+                                              const float* beta, float eps, float momentum,
+                                              float* running_mean, float* running_var,
+                                              float* saved_mean, float* saved_invstd,
+                                              unsigned flags) {
+  return ForwardTraining("bnorm_forward_training_slice_f16", s, c_begin, c_end, x, y, gamma, beta,
+                         eps, momentum, running_mean, running_var, saved_mean, saved_invstd, flags);
+}
+
+bnorm_status bnorm_forward_inference_f16(const bnorm_shape* s, const bnorm_f16* x, bnorm_f16* y,
+                                         const float* gamma, const float* beta, const float* mean,
+                                         const float* var, float eps, unsigned flags) {
+  return ForwardInference("bnorm_forward_inference_f16", s, 0, AllChannels(s), x, y, gamma, beta,
+                          mean, var, eps, flags);
+}
+
+bnorm_status bnorm_forward_inference_slice_f16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                               const bnorm_f16* x, bnorm_f16* y, const float* gamma,
+                                               const float* beta, const float* mean,
+                                               const float* var, float eps, unsigned flags) {
+  return ForwardInference("bnorm_forward_inference_slice_f16", s, c_begin, c_end, x, y, gamma, beta,
+                          mean, var, eps, flags);
+}
+
+bnorm_status bnorm_affine_f16(const bnorm_shape* s, const bnorm_f16* x, bnorm_f16* y,
+                              const float* scale, const float* shift, unsigned flags) {
+  return Affine("bnorm_affine_f16", s, 0, AllChannels(s), x, y, scale, shift, flags);
+}
+
+bnorm_status bnorm_affine_slice_f16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                    const bnorm_f16* x, bnorm_f16* y, const float* scale,
+                                    const float* shift, unsigned flags) {
+  return Affine("bnorm_affine_slice_f16", s, c_begin, c_end, x, y, scale, shift, flags);
+}
+
+bnorm_status bnorm_backward_f16(const bnorm_shape* s, const bnorm_f16* x, const bnorm_f16* dy,
+                                const float* saved_mean, const float* saved_invstd,
+                                const float* gamma, const bnorm_f16* y, bnorm_f16* dx,
+                                float* dgamma, float* dbeta, unsigned flags) {
+  return Backward("bnorm_backward_f16", s, 0, AllChannels(s), x, dy, saved_mean, saved_invstd,
+                  gamma, y, dx, dgamma, dbeta, flags);
+}
+
+bnorm_status bnorm_backward_slice_f16(const bnorm_shape* s, int64_t c_begin, int64_t c_end,
+                                      const bnorm_f16* x, const bnorm_f16* dy,
+                                      const float* saved_mean, const float* saved_invstd,
+                                      const float* gamma, const bnorm_f16* y, bnorm_f16* dx,
+                                      float* dgamma, float* dbeta, unsigned flags) {
+  return Backward("bnorm_backward_slice_f16", s, c_begin, c_end, x, dy, saved_mean, saved_invstd,
+                  gamma, y, dx, dgamma, dbeta, flags);
 }
 
 }  // extern "C"

@@ -11,14 +11,14 @@ HWY_BEFORE_NAMESPACE();
 namespace bnorm {
 namespace HWY_NAMESPACE {
 
-void AffinePlane(detail::Plane<const float> x, detail::Plane<float> y, int64_t k0, int64_t k1,
-                 float sub, float mul, float add, bool relu, bool stream) {
+template <typename T>
+void AffinePlaneT(detail::Plane<const T> x, detail::Plane<T> y, int64_t k0, int64_t k1,
+                  float sub, float mul, float add, bool relu, bool stream) {
   const DF d;
   const VF vsub = hn::Set(d, sub);
   ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
-    const float* in = x.base + off;
-    float* out = y.base + off;
-    WriteRun(d, out, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
+    const T* in = x.base + off;
+    WriteRun(d, y.base + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
       const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), mul, add);
       return relu ? Relu(d, v) : v;
     });
@@ -26,15 +26,16 @@ void AffinePlane(detail::Plane<const float> x, detail::Plane<float> y, int64_t k
   if (stream) hwy::FlushStream();
 }
 
-void AffineSlice(const float* x, float* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1,
-                 const float* HWY_RESTRICT sub, const float* HWY_RESTRICT mul,
-                 const float* HWY_RESTRICT add, bool relu, bool stream) {
+template <typename T>
+void AffineSliceT(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1,
+                  const float* HWY_RESTRICT sub, const float* HWY_RESTRICT mul,
+                  const float* HWY_RESTRICT add, bool relu, bool stream) {
   const DF d;
   ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
     const int64_t ch = run % c;
     const VF vsub = hn::Set(d, sub ? sub[ch] : 0.0f);
     const float m = mul[ch], a = add[ch];
-    const float* in = x + off;
+    const T* in = x + off;
     WriteRun(d, y + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
       const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), m, a);
       return relu ? Relu(d, v) : v;
@@ -43,9 +44,10 @@ void AffineSlice(const float* x, float* y, int64_t spatial, int64_t c, int64_t v
   if (stream) hwy::FlushStream();
 }
 
-void AffineRun(const float* x, float* y, int64_t len, const float* HWY_RESTRICT sub,
-               const float* HWY_RESTRICT mul, const float* HWY_RESTRICT add, int64_t period,
-               bool relu, bool stream) {
+template <typename T>
+void AffineRunT(const T* x, T* y, int64_t len, const float* HWY_RESTRICT sub,
+                const float* HWY_RESTRICT mul, const float* HWY_RESTRICT add, int64_t period,
+                bool relu, bool stream) {
   const DF d;
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
@@ -58,6 +60,24 @@ void AffineRun(const float* x, float* y, int64_t len, const float* HWY_RESTRICT 
   if (stream) hwy::FlushStream();
 }
 
+// Non-template names for HWY_EXPORT, one per element type.
+#define BNORM_AFFINE_KERNELS(T, S)                                                        \
+  void AffinePlane##S(detail::Plane<const T> x, detail::Plane<T> y, int64_t k0, int64_t k1, \
+                      float sub, float mul, float add, bool relu, bool stream) {          \
+    AffinePlaneT(x, y, k0, k1, sub, mul, add, relu, stream);                              \
+  }                                                                                        \
+  void AffineSlice##S(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1, \
+                      const float* sub, const float* mul, const float* add, bool relu,    \
+                      bool stream) {                                                       \
+    AffineSliceT(x, y, spatial, c, v0, v1, sub, mul, add, relu, stream);                  \
+  }                                                                                        \
+  void AffineRun##S(const T* x, T* y, int64_t len, const float* sub, const float* mul,    \
+                    const float* add, int64_t period, bool relu, bool stream) {           \
+    AffineRunT(x, y, len, sub, mul, add, period, relu, stream);                           \
+  }
+BNORM_FOR_TYPES(BNORM_AFFINE_KERNELS)
+#undef BNORM_AFFINE_KERNELS
+
 int64_t AffineTarget() { return HWY_TARGET; }
 
 }  // namespace HWY_NAMESPACE
@@ -69,27 +89,35 @@ HWY_AFTER_NAMESPACE();
 
 namespace bnorm {
 namespace detail {
+
+#define BNORM_AFFINE_DISPATCH(T, S)                                                        \
+  namespace {                                                                              \
+  HWY_EXPORT(AffinePlane##S);                                                              \
+  HWY_EXPORT(AffineSlice##S);                                                              \
+  HWY_EXPORT(AffineRun##S);                                                                \
+  }                                                                                        \
+  template <>                                                                              \
+  void AffinePlane<T>(Plane<const T> x, Plane<T> y, int64_t k0, int64_t k1, float sub,     \
+                      float mul, float add, bool relu, bool stream) {                      \
+    BNORM_DISPATCH(AffinePlane##S)(x, y, k0, k1, sub, mul, add, relu, stream);             \
+  }                                                                                        \
+  template <>                                                                              \
+  void AffineSlice<T>(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1, \
+                      const float* sub, const float* mul, const float* add, bool relu,     \
+                      bool stream) {                                                       \
+    BNORM_DISPATCH(AffineSlice##S)(x, y, spatial, c, v0, v1, sub, mul, add, relu, stream); \
+  }                                                                                        \
+  template <>                                                                              \
+  void AffineRun<T>(const T* x, T* y, int64_t len, const float* sub, const float* mul,     \
+                    const float* add, int64_t period, bool relu, bool stream) {            \
+    BNORM_DISPATCH(AffineRun##S)(x, y, len, sub, mul, add, period, relu, stream);          \
+  }
+BNORM_FOR_TYPES(BNORM_AFFINE_DISPATCH)
+#undef BNORM_AFFINE_DISPATCH
+
 namespace {
-HWY_EXPORT(AffinePlane);
-HWY_EXPORT(AffineSlice);
-HWY_EXPORT(AffineRun);
 HWY_EXPORT(AffineTarget);
 }  // namespace
-
-void AffinePlane(Plane<const float> x, Plane<float> y, int64_t k0, int64_t k1, float sub,
-                 float mul, float add, bool relu, bool stream) {
-  BNORM_DISPATCH(AffinePlane)(x, y, k0, k1, sub, mul, add, relu, stream);
-}
-
-void AffineSlice(const float* x, float* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1,
-                 const float* sub, const float* mul, const float* add, bool relu, bool stream) {
-  BNORM_DISPATCH(AffineSlice)(x, y, spatial, c, v0, v1, sub, mul, add, relu, stream);
-}
-
-void AffineRun(const float* x, float* y, int64_t len, const float* sub, const float* mul,
-               const float* add, int64_t period, bool relu, bool stream) {
-  BNORM_DISPATCH(AffineRun)(x, y, len, sub, mul, add, period, relu, stream);
-}
 
 int64_t AffineTarget() { return BNORM_DISPATCH(AffineTarget)(); }
 

@@ -41,9 +41,10 @@ HWY_INLINE VF Dx(DF d, VF g, VF xc, float k_dy, float k_xc, float k_0) {
       g, xc);
 }
 
-void BackwardSumsPlane(detail::Plane<const float> x, detail::Plane<const float> dy,
-                       detail::Plane<const float> y, int64_t k0, int64_t k1, float mean,
-                       double* sum_dy, double* sum_dy_xc) {
+template <typename T>
+void BackwardSumsPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
+                        detail::Plane<const T> y, int64_t k0, int64_t k1, float mean,
+                        double* sum_dy, double* sum_dy_xc) {
   const DF d;
   const bool relu = y.base != nullptr;
   const VF vmean = hn::Set(d, mean);
@@ -54,9 +55,9 @@ void BackwardSumsPlane(detail::Plane<const float> x, detail::Plane<const float> 
     VF g0 = hn::Zero(d), g1 = hn::Zero(d), g2 = hn::Zero(d), g3 = hn::Zero(d);
     VF h0 = hn::Zero(d), h1 = hn::Zero(d), h2 = hn::Zero(d), h3 = hn::Zero(d);
     ForEachSegment(x, b0, HWY_MIN(k1, b0 + block), [&](int64_t off, int64_t, size_t len) {
-      const float* HWY_RESTRICT px = x.base + off;
-      const float* HWY_RESTRICT pdy = dy.base + off;
-      const float* HWY_RESTRICT py = relu ? y.base + off : nullptr;
+      const T* HWY_RESTRICT px = x.base + off;
+      const T* HWY_RESTRICT pdy = dy.base + off;
+      const T* HWY_RESTRICT py = relu ? y.base + off : nullptr;
       // Accumulates dy' into g and dy' * (x - mean) into h for `valid` lanes at i.
       auto step = [&](size_t i, size_t valid, VF& g, VF& h) HWY_ATTR {
         // Padding lanes: dy = 0 and x = mean contribute exactly 0.
@@ -83,9 +84,10 @@ void BackwardSumsPlane(detail::Plane<const float> x, detail::Plane<const float> 
   *sum_dy_xc = total_dy_xc;
 }
 
-void BackwardDxPlane(detail::Plane<const float> x, detail::Plane<const float> dy,
-                     detail::Plane<const float> y, detail::Plane<float> dx, int64_t k0,
-                     int64_t k1, float mean, float k_dy, float k_xc, float k_0, bool stream) {
+template <typename T>
+void BackwardDxPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
+                      detail::Plane<const T> y, detail::Plane<T> dx, int64_t k0, int64_t k1,
+                      float mean, float k_dy, float k_xc, float k_0, bool stream) {
   const DF d;
   const bool relu = y.base != nullptr;
   const VF vmean = hn::Set(d, mean);
@@ -100,10 +102,11 @@ void BackwardDxPlane(detail::Plane<const float> x, detail::Plane<const float> dy
   if (stream) hwy::FlushStream();
 }
 
-void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx, int64_t spatial,
-                     int64_t c, int64_t v0, int64_t v1, const float* HWY_RESTRICT mean,
-                     const float* HWY_RESTRICT k_dy, const float* HWY_RESTRICT k_xc,
-                     const float* HWY_RESTRICT k_0, bool stream) {
+template <typename T>
+void BackwardDxSliceT(const T* x, const T* dy, const T* y, T* dx, int64_t spatial, int64_t c,
+                      int64_t v0, int64_t v1, const float* HWY_RESTRICT mean,
+                      const float* HWY_RESTRICT k_dy, const float* HWY_RESTRICT k_xc,
+                      const float* HWY_RESTRICT k_0, bool stream) {
   const DF d;
   const bool relu = y != nullptr;
   ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
@@ -122,8 +125,9 @@ void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx,
 
 // Adds the block sums of dy' and dy' * (x - mean) of `valid` columns (one vector)
 // over `runs` runs to g and h. Padding lanes (dy = 0) contribute 0.
-HWY_INLINE void ColumnGrad1(DF d, const float* HWY_RESTRICT px, const float* HWY_RESTRICT pdy,
-                            const float* HWY_RESTRICT py, int64_t stride, int64_t runs,
+template <typename T>
+HWY_INLINE void ColumnGrad1(DF d, const T* HWY_RESTRICT px, const T* HWY_RESTRICT pdy,
+                            const T* HWY_RESTRICT py, int64_t stride, int64_t runs,
                             size_t valid, VF mean, float* HWY_RESTRICT g, float* HWY_RESTRICT h) {
   const bool relu = py != nullptr;
   VF a = hn::Zero(d), b = hn::Zero(d);
@@ -140,21 +144,22 @@ HWY_INLINE void ColumnGrad1(DF d, const float* HWY_RESTRICT px, const float* HWY
 }
 
 // As ColumnGrad1 for two whole vectors of columns (independent chains).
-HWY_INLINE void ColumnGrad2(DF d, const float* HWY_RESTRICT px, const float* HWY_RESTRICT pdy,
-                            const float* HWY_RESTRICT py, int64_t stride, int64_t runs,
+template <typename T>
+HWY_INLINE void ColumnGrad2(DF d, const T* HWY_RESTRICT px, const T* HWY_RESTRICT pdy,
+                            const T* HWY_RESTRICT py, int64_t stride, int64_t runs,
                             VF mean0, VF mean1, float* HWY_RESTRICT g, float* HWY_RESTRICT h) {
   const size_t N = hn::Lanes(d);
   const bool relu = py != nullptr;
   VF a0 = hn::Zero(d), b0 = hn::Zero(d), a1 = hn::Zero(d), b1 = hn::Zero(d);
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t o = r * stride;
-    const VF g0 = MaskedDy(d, hn::LoadU(d, pdy + o), relu, [&] { return hn::LoadU(d, py + o); });
-    const VF g1 = MaskedDy(d, hn::LoadU(d, pdy + o + N), relu,
-                           [&] { return hn::LoadU(d, py + o + N); });
+    const VF g0 = MaskedDy(d, LoadAs(d, pdy + o), relu, [&] { return LoadAs(d, py + o); });
+    const VF g1 = MaskedDy(d, LoadAs(d, pdy + o + N), relu,
+                           [&] { return LoadAs(d, py + o + N); });
     a0 = hn::Add(a0, g0);
     a1 = hn::Add(a1, g1);
-    const VF xc0 = hn::Sub(hn::LoadU(d, px + o), mean0);
-    const VF xc1 = hn::Sub(hn::LoadU(d, px + o + N), mean1);
+    const VF xc0 = hn::Sub(LoadAs(d, px + o), mean0);
+    const VF xc1 = hn::Sub(LoadAs(d, px + o + N), mean1);
     b0 = MulAddLanes(d, g0, xc0, b0, hn::Or(Denormal(d, g0), Denormal(d, xc0)));
     b1 = MulAddLanes(d, g1, xc1, b1, hn::Or(Denormal(d, g1), Denormal(d, xc1)));
   }
@@ -164,9 +169,10 @@ HWY_INLINE void ColumnGrad2(DF d, const float* HWY_RESTRICT px, const float* HWY
   hn::Store(b1, d, h + N);
 }
 
-void BackwardSumsRegion(detail::Region<const float> x, detail::Region<const float> dy,
-                        detail::Region<const float> y, const float* HWY_RESTRICT mean,
-                        double* HWY_RESTRICT sum_dy, double* HWY_RESTRICT sum_dy_xc) {
+template <typename T>
+void BackwardSumsRegionT(detail::Region<const T> x, detail::Region<const T> dy,
+                         detail::Region<const T> y, const float* HWY_RESTRICT mean,
+                         double* HWY_RESTRICT sum_dy, double* HWY_RESTRICT sum_dy_xc) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const size_t len = static_cast<size_t>(x.len);
@@ -175,9 +181,9 @@ void BackwardSumsRegion(detail::Region<const float> x, detail::Region<const floa
   for (size_t pos = 0; pos < len; ++pos) sum_dy[pos] = sum_dy_xc[pos] = 0;
   for (int64_t rb = 0; rb < x.rows; rb += rows_per_block) {
     const int64_t runs = HWY_MIN(x.rows, rb + rows_per_block) - rb;
-    const float* HWY_RESTRICT px = x.base + rb * x.stride;
-    const float* HWY_RESTRICT pdy = dy.base + rb * dy.stride;
-    const float* HWY_RESTRICT py = y.base ? y.base + rb * y.stride : nullptr;
+    const T* HWY_RESTRICT px = x.base + rb * x.stride;
+    const T* HWY_RESTRICT pdy = dy.base + rb * dy.stride;
+    const T* HWY_RESTRICT py = y.base ? y.base + rb * y.stride : nullptr;
     // Float32 block sums a few columns at a time (sums in registers), then float64.
     size_t j = 0;
     for (; j + 2 * N <= len; j += 2 * N) {
@@ -196,10 +202,11 @@ void BackwardSumsRegion(detail::Region<const float> x, detail::Region<const floa
   }
 }
 
-void BackwardDxRun(const float* x, const float* dy, const float* y, float* dx, int64_t len,
-                   const float* HWY_RESTRICT mean, const float* HWY_RESTRICT k_dy,
-                   const float* HWY_RESTRICT k_xc, const float* HWY_RESTRICT k_0, int64_t period,
-                   bool stream) {
+template <typename T>
+void BackwardDxRunT(const T* x, const T* dy, const T* y, T* dx, int64_t len,
+                    const float* HWY_RESTRICT mean, const float* HWY_RESTRICT k_dy,
+                    const float* HWY_RESTRICT k_xc, const float* HWY_RESTRICT k_0,
+                    int64_t period, bool stream) {
   const DF d;
   const bool relu = y != nullptr;
   const size_t p = static_cast<size_t>(period);
@@ -215,6 +222,38 @@ void BackwardDxRun(const float* x, const float* dy, const float* y, float* dx, i
   if (stream) hwy::FlushStream();
 }
 
+// Non-template names for HWY_EXPORT, one per element type.
+#define BNORM_BACKWARD_KERNELS(T, S)                                                       \
+  void BackwardSumsPlane##S(detail::Plane<const T> x, detail::Plane<const T> dy,           \
+                            detail::Plane<const T> y, int64_t k0, int64_t k1, float mean,  \
+                            double* sum_dy, double* sum_dy_xc) {                           \
+    BackwardSumsPlaneT(x, dy, y, k0, k1, mean, sum_dy, sum_dy_xc);                         \
+  }                                                                                        \
+  void BackwardDxPlane##S(detail::Plane<const T> x, detail::Plane<const T> dy,             \
+                          detail::Plane<const T> y, detail::Plane<T> dx, int64_t k0,       \
+                          int64_t k1, float mean, float k_dy, float k_xc, float k_0,       \
+                          bool stream) {                                                   \
+    BackwardDxPlaneT(x, dy, y, dx, k0, k1, mean, k_dy, k_xc, k_0, stream);                 \
+  }                                                                                        \
+  void BackwardDxSlice##S(const T* x, const T* dy, const T* y, T* dx, int64_t spatial,     \
+                          int64_t c, int64_t v0, int64_t v1, const float* mean,            \
+                          const float* k_dy, const float* k_xc, const float* k_0,          \
+                          bool stream) {                                                   \
+    BackwardDxSliceT(x, dy, y, dx, spatial, c, v0, v1, mean, k_dy, k_xc, k_0, stream);     \
+  }                                                                                        \
+  void BackwardSumsRegion##S(detail::Region<const T> x, detail::Region<const T> dy,        \
+                             detail::Region<const T> y, const float* mean, double* sum_dy, \
+                             double* sum_dy_xc) {                                          \
+    BackwardSumsRegionT(x, dy, y, mean, sum_dy, sum_dy_xc);                                \
+  }                                                                                        \
+  void BackwardDxRun##S(const T* x, const T* dy, const T* y, T* dx, int64_t len,           \
+                        const float* mean, const float* k_dy, const float* k_xc,           \
+                        const float* k_0, int64_t period, bool stream) {                   \
+    BackwardDxRunT(x, dy, y, dx, len, mean, k_dy, k_xc, k_0, period, stream);              \
+  }
+BNORM_FOR_TYPES(BNORM_BACKWARD_KERNELS)
+#undef BNORM_BACKWARD_KERNELS
+
 int64_t BackwardTarget() { return HWY_TARGET; }
 
 }  // namespace HWY_NAMESPACE
@@ -226,42 +265,53 @@ HWY_AFTER_NAMESPACE();
 
 namespace bnorm {
 namespace detail {
+
+#define BNORM_BACKWARD_DISPATCH(T, S)                                                      \
+  namespace {                                                                              \
+  HWY_EXPORT(BackwardSumsPlane##S);                                                        \
+  HWY_EXPORT(BackwardDxPlane##S);                                                          \
+  HWY_EXPORT(BackwardDxSlice##S);                                                          \
+  HWY_EXPORT(BackwardSumsRegion##S);                                                       \
+  HWY_EXPORT(BackwardDxRun##S);                                                            \
+  }                                                                                        \
+  template <>                                                                              \
+  void BackwardSumsPlane<T>(Plane<const T> x, Plane<const T> dy, Plane<const T> y,         \
+                            int64_t k0, int64_t k1, float mean, double* sum_dy,            \
+                            double* sum_dy_xc) {                                           \
+    BNORM_DISPATCH(BackwardSumsPlane##S)(x, dy, y, k0, k1, mean, sum_dy, sum_dy_xc);       \
+  }                                                                                        \
+  template <>                                                                              \
+  void BackwardDxPlane<T>(Plane<const T> x, Plane<const T> dy, Plane<const T> y,           \
+                          Plane<T> dx, int64_t k0, int64_t k1, float mean, float k_dy,     \
+                          float k_xc, float k_0, bool stream) {                            \
+    BNORM_DISPATCH(BackwardDxPlane##S)(x, dy, y, dx, k0, k1, mean, k_dy, k_xc, k_0, stream); \
+  }                                                                                        \
+  template <>                                                                              \
+  void BackwardDxSlice<T>(const T* x, const T* dy, const T* y, T* dx, int64_t spatial,     \
+                          int64_t c, int64_t v0, int64_t v1, const float* mean,            \
+                          const float* k_dy, const float* k_xc, const float* k_0,          \
+                          bool stream) {                                                   \
+    BNORM_DISPATCH(BackwardDxSlice##S)(x, dy, y, dx, spatial, c, v0, v1, mean, k_dy, k_xc,  \
+                                       k_0, stream);                                       \
+  }                                                                                        \
+  template <>                                                                              \
+  void BackwardSumsRegion<T>(Region<const T> x, Region<const T> dy, Region<const T> y,     \
+                             const float* mean, double* sum_dy, double* sum_dy_xc) {       \
+    BNORM_DISPATCH(BackwardSumsRegion##S)(x, dy, y, mean, sum_dy, sum_dy_xc);              \
+  }                                                                                        \
+  template <>                                                                              \
+  void BackwardDxRun<T>(const T* x, const T* dy, const T* y, T* dx, int64_t len,           \
+                        const float* mean, const float* k_dy, const float* k_xc,           \
+                        const float* k_0, int64_t period, bool stream) {                   \
+    BNORM_DISPATCH(BackwardDxRun##S)(x, dy, y, dx, len, mean, k_dy, k_xc, k_0, period,     \
+                                     stream);                                              \
+  }
+BNORM_FOR_TYPES(BNORM_BACKWARD_DISPATCH)
+#undef BNORM_BACKWARD_DISPATCH
+
 namespace {
-HWY_EXPORT(BackwardSumsPlane);
-HWY_EXPORT(BackwardDxPlane);
-HWY_EXPORT(BackwardDxSlice);
-HWY_EXPORT(BackwardSumsRegion);
-HWY_EXPORT(BackwardDxRun);
 HWY_EXPORT(BackwardTarget);
 }  // namespace
-
-void BackwardSumsPlane(Plane<const float> x, Plane<const float> dy, Plane<const float> y,
-                       int64_t k0, int64_t k1, float mean, double* sum_dy, double* sum_dy_xc) {
-  BNORM_DISPATCH(BackwardSumsPlane)(x, dy, y, k0, k1, mean, sum_dy, sum_dy_xc);
-}
-
-void BackwardDxPlane(Plane<const float> x, Plane<const float> dy, Plane<const float> y,
-                     Plane<float> dx, int64_t k0, int64_t k1, float mean, float k_dy,
-                     float k_xc, float k_0, bool stream) {
-  BNORM_DISPATCH(BackwardDxPlane)(x, dy, y, dx, k0, k1, mean, k_dy, k_xc, k_0, stream);
-}
-
-void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx, int64_t spatial,
-                     int64_t c, int64_t v0, int64_t v1, const float* mean, const float* k_dy,
-                     const float* k_xc, const float* k_0, bool stream) {
-  BNORM_DISPATCH(BackwardDxSlice)(x, dy, y, dx, spatial, c, v0, v1, mean, k_dy, k_xc, k_0, stream);
-}
-
-void BackwardSumsRegion(Region<const float> x, Region<const float> dy, Region<const float> y,
-                        const float* mean, double* sum_dy, double* sum_dy_xc) {
-  BNORM_DISPATCH(BackwardSumsRegion)(x, dy, y, mean, sum_dy, sum_dy_xc);
-}
-
-void BackwardDxRun(const float* x, const float* dy, const float* y, float* dx, int64_t len,
-                   const float* mean, const float* k_dy, const float* k_xc, const float* k_0,
-                   int64_t period, bool stream) {
-  BNORM_DISPATCH(BackwardDxRun)(x, dy, y, dx, len, mean, k_dy, k_xc, k_0, period, stream);
-}
 
 int64_t BackwardTarget() { return BNORM_DISPATCH(BackwardTarget)(); }
 

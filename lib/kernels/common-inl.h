@@ -68,6 +68,158 @@ HWY_INLINE void StorePart(D d, hn::Vec<D> v, float* HWY_RESTRICT p, size_t count
 #endif
 }
 
+// --- Tensor elements: float, bnorm_bf16 or bnorm_f16 in memory, float32 in registers.
+
+// Half-precision bits of the lanes of a float32 vector of tag D.
+template <class D>
+using DU16 = hn::Rebind<uint16_t, D>;
+
+// float16 conversions in hardware (F16C, Arm): Highway's. Elsewhere (x86 before AVX2,
+// scalar) its emulation truncates and mishandles Inf/NaN, so bnorm has its own.
+#undef BNORM_SOFT_F16
+#if (HWY_ARCH_X86 && HWY_TARGET >= HWY_SSE4) || HWY_TARGET == HWY_SCALAR
+#define BNORM_SOFT_F16 1
+#else
+#define BNORM_SOFT_F16 0
+#endif
+
+// Returns the float32 values of half-precision bits (exact).
+template <class D>
+HWY_INLINE hn::Vec<D> Widen(D d, bnorm_bf16, hn::Vec<DU16<D>> bits) {
+  const hn::RebindToUnsigned<D> du;
+  return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du, bits)));
+}
+template <class D>
+HWY_INLINE hn::Vec<D> Widen(D d, bnorm_f16, hn::Vec<DU16<D>> bits) {
+#if BNORM_SOFT_F16
+  const hn::RebindToUnsigned<D> du;
+  const hn::RebindToSigned<D> di;
+  const auto b = hn::PromoteTo(du, bits);
+  const auto sign = hn::ShiftLeft<16>(hn::And(b, hn::Set(du, 0x8000u)));
+  const auto exp = hn::And(hn::ShiftRight<10>(b), hn::Set(du, 0x1fu));
+  const auto mant = hn::And(b, hn::Set(du, 0x3ffu));
+  // Subnormal or zero: mant * 2^-24 (exact; a normal float32 multiply).
+  const auto sub = hn::BitCast(
+      du, hn::Mul(hn::ConvertTo(d, hn::BitCast(di, mant)), hn::Set(d, 1.0f / 16777216.0f)));
+  const auto normal =
+      hn::Or(hn::ShiftLeft<23>(hn::Add(exp, hn::Set(du, 112u))), hn::ShiftLeft<13>(mant));
+  const auto special = hn::Or(hn::Set(du, 0x7f800000u), hn::ShiftLeft<13>(mant));
+  const auto r = hn::IfThenElse(hn::Eq(exp, hn::Zero(du)), sub,
+                                hn::IfThenElse(hn::Eq(exp, hn::Set(du, 31u)), special, normal));
+  return hn::BitCast(d, hn::Or(r, sign));
+#else
+  const hn::Rebind<hwy::float16_t, D> dh;
+  return hn::PromoteTo(d, hn::BitCast(dh, bits));
+#endif
+}
+
+// Returns v rounded to half precision (to nearest, ties to even; NaN stays NaN,
+// overflow gives Inf), as bits.
+template <class D>
+HWY_INLINE hn::Vec<DU16<D>> Narrow(D d, bnorm_bf16, hn::Vec<D> v) {
+  (void)d;
+  const hn::RebindToUnsigned<D> du;
+  const hn::RebindToSigned<D> di;
+  const auto bits = hn::BitCast(du, v);
+  const auto odd = hn::And(hn::ShiftRight<16>(bits), hn::Set(du, 1u));
+  const auto rounded = hn::ShiftRight<16>(hn::Add(hn::Add(bits, hn::Set(du, 0x7fffu)), odd));
+  const auto nan = hn::ShiftRight<16>(hn::Or(bits, hn::Set(du, 0x00400000u)));
+  const auto r = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), nan, rounded);
+  return hn::DemoteTo(DU16<D>(), hn::BitCast(di, r));
+}
+template <class D>
+HWY_INLINE hn::Vec<DU16<D>> Narrow(D d, bnorm_f16, hn::Vec<D> v) {
+#if BNORM_SOFT_F16
+  // float_to_half_fast3_rtne (F. Giesen), one lane at a time in vector form.
+  const hn::RebindToUnsigned<D> du;
+  const hn::RebindToSigned<D> di;
+  const auto bits = hn::BitCast(du, v);
+  const auto sign = hn::And(bits, hn::Set(du, 0x80000000u));
+  const auto f = hn::Xor(bits, sign);  // |v|
+  // |v| >= 65536 (after rounding, Inf) or Inf / NaN.
+  const auto inf_nan = hn::IfThenElse(hn::Gt(f, hn::Set(du, 0x7f800000u)), hn::Set(du, 0x7e00u),
+                                      hn::Set(du, 0x7c00u));
+  // |v| < 2^-14: subnormal or zero, rounded by a float32 add of 0.5 (not a multiply).
+  const auto magic = hn::Set(du, 126u << 23);
+  const auto sub =
+      hn::Sub(hn::BitCast(du, hn::Add(hn::BitCast(d, f), hn::BitCast(d, magic))), magic);
+  // Normal: rebias the exponent and round the 13 dropped bits to nearest even.
+  const auto odd = hn::And(hn::ShiftRight<13>(f), hn::Set(du, 1u));
+  const auto normal = hn::ShiftRight<13>(
+      hn::Add(hn::Add(f, hn::Set(du, 0xc8000fffu)), odd));  // + ((15 - 127) << 23) + 0xfff
+  const auto r =
+      hn::IfThenElse(hn::Gt(hn::Set(du, (143u << 23) - 1), f),
+                     hn::IfThenElse(hn::Gt(hn::Set(du, 113u << 23), f), sub, normal), inf_nan);
+  return hn::DemoteTo(DU16<D>(), hn::BitCast(di, hn::Or(r, hn::ShiftRight<16>(sign))));
+#else
+  const hn::Rebind<hwy::float16_t, D> dh;
+  return hn::BitCast(DU16<D>(), hn::DemoteTo(dh, v));
+#endif
+}
+
+template <typename T>
+HWY_INLINE const uint16_t* Bits(const T* p) {
+  return reinterpret_cast<const uint16_t*>(p);
+}
+template <typename T>
+HWY_INLINE uint16_t* Bits(T* p) {
+  return reinterpret_cast<uint16_t*>(p);
+}
+
+// Returns Lanes(d) values from p as float32.
+template <class D>
+HWY_INLINE hn::Vec<D> LoadAs(D d, const float* HWY_RESTRICT p) {
+  return hn::LoadU(d, p);
+}
+template <class D, typename T>
+HWY_INLINE hn::Vec<D> LoadAs(D d, const T* HWY_RESTRICT p) {
+  return Widen(d, T(), hn::LoadU(DU16<D>(), Bits(p)));
+}
+
+// Returns lanes [0, count) from p and `pad` in the others; reads only p[0, count).
+template <class D, typename T>
+HWY_INLINE hn::Vec<D> LoadPart(D d, const T* HWY_RESTRICT p, size_t count, float pad) {
+  if (count == hn::Lanes(d)) return LoadAs(d, p);
+  HWY_ALIGN uint16_t buf[kMaxLanes] = {};
+  for (size_t i = 0; i < count; ++i) buf[i] = Bits(p)[i];
+  const hn::Vec<D> v = Widen(d, T(), hn::Load(DU16<D>(), buf));
+  return hn::IfThenElse(hn::FirstN(d, count), v, hn::Set(d, pad));
+}
+
+// Stores all lanes of v to p, or lanes [0, count) (writes only p[0, count)).
+template <class D>
+HWY_INLINE void StoreAs(D d, hn::Vec<D> v, float* HWY_RESTRICT p) {
+  hn::StoreU(v, d, p);
+}
+template <class D, typename T>
+HWY_INLINE void StoreAs(D d, hn::Vec<D> v, T* HWY_RESTRICT p) {
+  hn::StoreU(Narrow(d, T(), v), DU16<D>(), Bits(p));
+}
+template <class D, typename T>
+HWY_INLINE void StorePart(D d, hn::Vec<D> v, T* HWY_RESTRICT p, size_t count) {
+  if (count == hn::Lanes(d)) return StoreAs(d, v, p);
+  HWY_ALIGN uint16_t buf[kMaxLanes];
+  hn::Store(Narrow(d, T(), v), DU16<D>(), buf);
+  for (size_t i = 0; i < count; ++i) Bits(p)[i] = buf[i];
+}
+
+// Non-temporal stores of a whole vector to p (aligned to its size in memory).
+template <class D>
+HWY_INLINE void StreamAs(D d, hn::Vec<D> v, float* HWY_RESTRICT p) {
+  hn::Stream(v, d, p);
+}
+template <class D, typename T>
+HWY_INLINE void StreamAs(D d, hn::Vec<D> v, T* HWY_RESTRICT p) {
+  hn::Stream(Narrow(d, T(), v), DU16<D>(), Bits(p));
+}
+
+// Whether WriteRun may stream T: x86's 128-bit Stream writes 16 bytes, more than a
+// vector of halves there.
+template <typename T>
+constexpr bool CanStream() {
+  return sizeof(T) == sizeof(float) || !(HWY_ARCH_X86 && HWY_MAX_BYTES <= 16);
+}
+
 // Returns the sum of v's lanes (fixed order for a given target).
 template <class D>
 HWY_INLINE float SumLanes(D d, hn::Vec<D> v) {
@@ -153,20 +305,20 @@ HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, float b, float c) {
 // out[i, i + valid) (valid < Lanes only at the ends). With `stream`, whole vectors go
 // out with non-temporal stores after a head that aligns `out`; results are the same
 // either way because each element is computed on its own.
-template <class D, class Fn>
-HWY_INLINE void WriteRun(D d, float* HWY_RESTRICT out, size_t len, bool stream, Fn fn) {
+template <class D, typename T, class Fn>
+HWY_INLINE void WriteRun(D d, T* HWY_RESTRICT out, size_t len, bool stream, Fn fn) {
   const size_t N = hn::Lanes(d);
   size_t i = 0;
-  if (stream && N > 1) {
-    const size_t bytes = N * sizeof(float);
+  if (CanStream<T>() && stream && N > 1) {
+    const size_t bytes = N * sizeof(T);
     const size_t misaligned = reinterpret_cast<uintptr_t>(out) % bytes;
-    if (misaligned % sizeof(float) == 0) {  // floats are aligned; be safe anyway
-      const size_t head = misaligned == 0 ? 0 : HWY_MIN(len, (bytes - misaligned) / sizeof(float));
+    if (misaligned % sizeof(T) == 0) {  // elements are aligned; be safe anyway
+      const size_t head = misaligned == 0 ? 0 : HWY_MIN(len, (bytes - misaligned) / sizeof(T));
       if (head != 0) StorePart(d, fn(size_t{0}, head), out, head);
-      for (i = head; i + N <= len; i += N) hn::Stream(fn(i, N), d, out + i);
+      for (i = head; i + N <= len; i += N) StreamAs(d, fn(i, N), out + i);
     }
   }
-  for (; i + N <= len; i += N) hn::StoreU(fn(i, N), d, out + i);
+  for (; i + N <= len; i += N) StoreAs(d, fn(i, N), out + i);
   if (i < len) StorePart(d, fn(i, len - i), out + i, len - i);
 }
 

@@ -1,15 +1,50 @@
 // Kernel entry points: one call processes one work item (a chunk of one channel in
 // NCHW, a block of rows x channels in NHWC) on the active target. No Highway types
-// here; the drivers in lib/ops/ cut the work and call these.
+// here; the drivers in lib/ops/ cut the work and call these. Tensor elements (T) are
+// float, bnorm_bf16 or bnorm_f16: widened to float32 on load, every sum and product in
+// float32 or float64, rounded to T once on store (to nearest, ties to even).
 #ifndef BNORM_LIB_KERNELS_KERNELS_H_
 #define BNORM_LIB_KERNELS_KERNELS_H_
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+
+#include "bnorm/bnorm.h"
 
 namespace bnorm {
 namespace detail {
+
+// Returns a tensor element as float32 (exact).
+inline float ToFloat(float v) { return v; }
+inline float ToFloat(bnorm_bf16 v) {
+  const uint32_t bits = static_cast<uint32_t>(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+inline float ToFloat(bnorm_f16 v) {
+  const uint32_t sign = static_cast<uint32_t>(v.bits & 0x8000u) << 16;
+  const uint32_t exp = (v.bits >> 10) & 0x1fu, mant = v.bits & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {  // zero or subnormal: mant * 2^-24, exact in float32
+    const float m = std::ldexp(static_cast<float>(mant), -24);
+    std::memcpy(&bits, &m, sizeof(bits));
+  } else if (exp == 31) {  // Inf or NaN
+    bits = 0x7f800000u | (mant << 13);
+  } else {
+    bits = ((exp + 112) << 23) | (mant << 13);
+  }
+  bits |= sign;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// Calls M(T, SUFFIX) for every tensor element type (kernel files instantiate their
+// templates under names with the suffix, for HWY_EXPORT).
+#define BNORM_FOR_TYPES(M) M(float, F32) M(bnorm_bf16, BF16) M(bnorm_f16, F16)
 
 // Values per statistics block: a block is reduced in float32 (two passes while it
 // sits in L1), blocks are merged in float64 with Chan's formula, in order.
@@ -62,33 +97,39 @@ int64_t BackwardTarget();  // ... of the backward kernels
 // --- NCHW: one channel, values [k0, k1) -------------------------------------------
 
 // Returns the moments of values [k0, k1) of `x`, blocks of kBlock from k0 merged in order.
-Moments StatsPlane(Plane<const float> x, int64_t k0, int64_t k1);
+template <typename T>
+Moments StatsPlane(Plane<const T> x, int64_t k0, int64_t k1);
 
 // Writes y[k] = (x[k] - sub) * mul + add (+ ReLU) for k in [k0, k1). y may equal x.
 // `stream` uses non-temporal stores.
-void AffinePlane(Plane<const float> x, Plane<float> y, int64_t k0, int64_t k1, float sub,
-                 float mul, float add, bool relu, bool stream);
+template <typename T>
+void AffinePlane(Plane<const T> x, Plane<T> y, int64_t k0, int64_t k1, float sub, float mul,
+                 float add, bool relu, bool stream);
 
 // Writes y = (x - sub[ch]) * mul[ch] + add[ch] (+ ReLU) for the values [v0, v1) of an
 // NCHW tensor in memory order (runs of `spatial` values, channel = run % c); sub may be
 // null (0). y may equal x.
-void AffineSlice(const float* x, float* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1,
+template <typename T>
+void AffineSlice(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int64_t v1,
                  const float* sub, const float* mul, const float* add, bool relu, bool stream);
 
 // Sums over [k0, k1): dy' and dy' * (x - mean), dy' = dy masked where y <= 0 when y
 // is not null.
-void BackwardSumsPlane(Plane<const float> x, Plane<const float> dy, Plane<const float> y,
-                       int64_t k0, int64_t k1, float mean, double* sum_dy, double* sum_dy_xc);
+template <typename T>
+void BackwardSumsPlane(Plane<const T> x, Plane<const T> dy, Plane<const T> y, int64_t k0,
+                       int64_t k1, float mean, double* sum_dy, double* sum_dy_xc);
 
 // Writes dx = k_dy * dy' + k_xc * (x - mean) + k_0 for k in [k0, k1). dx may equal dy or x.
-void BackwardDxPlane(Plane<const float> x, Plane<const float> dy, Plane<const float> y,
-                     Plane<float> dx, int64_t k0, int64_t k1, float mean, float k_dy,
-                     float k_xc, float k_0, bool stream);
+template <typename T>
+void BackwardDxPlane(Plane<const T> x, Plane<const T> dy, Plane<const T> y, Plane<T> dx,
+                     int64_t k0, int64_t k1, float mean, float k_dy, float k_xc, float k_0,
+                     bool stream);
 
 // Writes dx = k_dy[ch] * dy' + k_xc[ch] * (x - mean[ch]) + k_0[ch] for the values
 // [v0, v1) of an NCHW tensor in memory order, as AffineSlice.
-void BackwardDxSlice(const float* x, const float* dy, const float* y, float* dx, int64_t spatial,
-                     int64_t c, int64_t v0, int64_t v1, const float* mean, const float* k_dy,
+template <typename T>
+void BackwardDxSlice(const T* x, const T* dy, const T* y, T* dx, int64_t spatial, int64_t c,
+                     int64_t v0, int64_t v1, const float* mean, const float* k_dy,
                      const float* k_xc, const float* k_0, bool stream);
 
 // --- Rows: a tensor seen as rows of values (NHWC, or NCHW with small spatial) -------
@@ -120,11 +161,13 @@ struct Region {
 
 // Writes the moments of every position of the region (over its runs), blocks of runs
 // merged in order. len <= kMaxRun.
-void StatsRegion(Region<const float> x, Moments* per_position);
+template <typename T>
+void StatsRegion(Region<const T> x, Moments* per_position);
 
 // Writes sums over the runs of dy' and dy' * (x - mean[pos]) per position, dy' = dy
 // masked where y <= 0 when y.base is not null. len <= kMaxRun.
-void BackwardSumsRegion(Region<const float> x, Region<const float> dy, Region<const float> y,
+template <typename T>
+void BackwardSumsRegion(Region<const T> x, Region<const T> dy, Region<const T> y,
                         const float* mean, double* sum_dy, double* sum_dy_xc);
 
 // Coefficients repeating with `period` values: value i uses coef[i % period]. Arrays
@@ -134,14 +177,16 @@ constexpr int64_t kPatternPad = 64;
 
 // Writes y[i] = (x[i] - sub[i % period]) * mul[i % period] + add[i % period] (+ ReLU)
 // for i in [0, len). y may equal x. `stream`: non-temporal stores.
-void AffineRun(const float* x, float* y, int64_t len, const float* sub, const float* mul,
+template <typename T>
+void AffineRun(const T* x, T* y, int64_t len, const float* sub, const float* mul,
                const float* add, int64_t period, bool relu, bool stream);
 
 // Writes dx[i] = k_dy * dy' + k_xc * (x - mean) + k_0 with coefficients [i % period],
 // dy' = dy masked where y <= 0 when y is not null. dx may equal dy or x.
-void BackwardDxRun(const float* x, const float* dy, const float* y, float* dx, int64_t len,
-                   const float* mean, const float* k_dy, const float* k_xc, const float* k_0,
-                   int64_t period, bool stream);
+template <typename T>
+void BackwardDxRun(const T* x, const T* dy, const T* y, T* dx, int64_t len, const float* mean,
+                   const float* k_dy, const float* k_xc, const float* k_0, int64_t period,
+                   bool stream);
 
 }  // namespace detail
 }  // namespace bnorm

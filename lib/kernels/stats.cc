@@ -40,12 +40,13 @@ detail::Moments ExactMoments(double count, ForEach for_each) {
 // vectors widened to float64 and tails one value at a time. For blocks of tiny values:
 // float32 sums of denormals take x86 microcode assists (~150 cycles each; e.g. two
 // denormals adding up to a normal number), which made moments 2.5x slower.
-detail::Moments WideBlockPlane(const detail::Plane<const float>& x, int64_t b0, int64_t b1) {
+template <typename T>
+detail::Moments WideBlockPlane(const detail::Plane<const T>& x, int64_t b0, int64_t b1) {
   const double count = static_cast<double>(b1 - b0);
 #if HWY_TARGET == HWY_SCALAR
   return ExactMoments(count, [&](auto fn) {
     ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
-      for (size_t i = 0; i < len; ++i) fn(x.base[off + i]);
+      for (size_t i = 0; i < len; ++i) fn(detail::ToFloat(x.base[off + i]));
     });
   });
 #else
@@ -57,13 +58,13 @@ detail::Moments WideBlockPlane(const detail::Plane<const float>& x, int64_t b0, 
   // with every other value.
   auto visit = [&](auto body, auto tail) HWY_ATTR {
     ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
-      const float* HWY_RESTRICT p = x.base + off;
+      const T* HWY_RESTRICT p = x.base + off;
       size_t i = 0;
       for (; i + N <= len; i += N) {
-        const VF v = hn::LoadU(d, p + i);
+        const VF v = LoadAs(d, p + i);
         body(hn::PromoteTo(dd, hn::LowerHalf(dh, v)), hn::PromoteTo(dd, hn::UpperHalf(dh, v)));
       }
-      for (; i < len; ++i) tail(static_cast<double>(p[i]));
+      for (; i < len; ++i) tail(static_cast<double>(detail::ToFloat(p[i])));
     });
   };
   auto sum_lo = hn::Zero(dd), sum_hi = hn::Zero(dd);
@@ -88,10 +89,11 @@ detail::Moments WideBlockPlane(const detail::Plane<const float>& x, int64_t b0, 
 }
 
 // Returns the moments of block [b0, b1) of an NCHW channel.
-detail::Moments BlockPlane(const detail::Plane<const float>& x, int64_t b0, int64_t b1) {
+template <typename T>
+detail::Moments BlockPlane(const detail::Plane<const T>& x, int64_t b0, int64_t b1) {
   const DF d;
-  const float* HWY_RESTRICT base = x.base;
-  const float first = base[(b0 / x.spatial) * x.stride + b0 % x.spatial];
+  const T* HWY_RESTRICT base = x.base;
+  const float first = detail::ToFloat(base[(b0 / x.spatial) * x.stride + b0 % x.spatial]);
   // Tiny values (but not zeros, common after a ReLU) take the float64 path.
   if (first != 0.0f && std::fabs(first) < 0x1p-64f) return WideBlockPlane(x, b0, b1);
   const double count = static_cast<double>(b1 - b0);
@@ -101,14 +103,14 @@ detail::Moments BlockPlane(const detail::Plane<const float>& x, int64_t b0, int6
   const VF shift = hn::Set(d, first);
   VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
   ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
-    const float* HWY_RESTRICT p = base + off;
+    const T* HWY_RESTRICT p = base + off;
     Visit4(
         d, len,
         [&](size_t i) HWY_ATTR {
-          a0 = hn::Add(a0, hn::Sub(hn::LoadU(d, p + i), shift));
-          a1 = hn::Add(a1, hn::Sub(hn::LoadU(d, p + i + N), shift));
-          a2 = hn::Add(a2, hn::Sub(hn::LoadU(d, p + i + 2 * N), shift));
-          a3 = hn::Add(a3, hn::Sub(hn::LoadU(d, p + i + 3 * N), shift));
+          a0 = hn::Add(a0, hn::Sub(LoadAs(d, p + i), shift));
+          a1 = hn::Add(a1, hn::Sub(LoadAs(d, p + i + N), shift));
+          a2 = hn::Add(a2, hn::Sub(LoadAs(d, p + i + 2 * N), shift));
+          a3 = hn::Add(a3, hn::Sub(LoadAs(d, p + i + 3 * N), shift));
         },
         [&](size_t i, size_t valid) HWY_ATTR {
           a0 = hn::Add(a0, hn::Sub(LoadPart(d, p + i, valid, first), shift));
@@ -122,14 +124,14 @@ detail::Moments BlockPlane(const detail::Plane<const float>& x, int64_t b0, int6
   VF s1a = hn::Zero(d), s1b = hn::Zero(d), s2a = hn::Zero(d), s2b = hn::Zero(d);
   VF s1c = hn::Zero(d), s1d = hn::Zero(d), s2c = hn::Zero(d), s2d = hn::Zero(d);
   ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
-    const float* HWY_RESTRICT p = base + off;
+    const T* HWY_RESTRICT p = base + off;
     Visit4(
         d, len,
         [&](size_t i) HWY_ATTR {
-          const VF da = hn::Sub(hn::LoadU(d, p + i), mv);
-          const VF db = hn::Sub(hn::LoadU(d, p + i + N), mv);
-          const VF dc = hn::Sub(hn::LoadU(d, p + i + 2 * N), mv);
-          const VF dd = hn::Sub(hn::LoadU(d, p + i + 3 * N), mv);
+          const VF da = hn::Sub(LoadAs(d, p + i), mv);
+          const VF db = hn::Sub(LoadAs(d, p + i + N), mv);
+          const VF dc = hn::Sub(LoadAs(d, p + i + 2 * N), mv);
+          const VF dd = hn::Sub(LoadAs(d, p + i + 3 * N), mv);
           s1a = hn::Add(s1a, da);
           s2a = hn::MulAdd(da, da, s2a);
           s1b = hn::Add(s1b, db);
@@ -150,13 +152,14 @@ detail::Moments BlockPlane(const detail::Plane<const float>& x, int64_t b0, int6
   return FinishBlock(count, m, SumLanes(d, s1), SumLanes(d, s2), [&] {
     return ExactMoments(count, [&](auto fn) {
       ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
-        for (size_t i = 0; i < len; ++i) fn(base[off + i]);
+        for (size_t i = 0; i < len; ++i) fn(detail::ToFloat(base[off + i]));
       });
     });
   });
 }
 
-detail::Moments StatsPlane(detail::Plane<const float> x, int64_t k0, int64_t k1) {
+template <typename T>
+detail::Moments StatsPlaneT(detail::Plane<const T> x, int64_t k0, int64_t k1) {
   const int64_t block = PlaneBlock(DF());
   detail::Moments total;
   for (int64_t b0 = k0; b0 < k1; b0 += block) {
@@ -168,7 +171,8 @@ detail::Moments StatsPlane(detail::Plane<const float> x, int64_t k0, int64_t k1)
 // Two-pass sums of `valid` columns (one vector) over `runs` runs at `stride` of a block:
 // m = block mean (first run + sum(x - first run) / runs: exact for constant data),
 // s1 = sum(x - m), s2 = sum((x - m)^2). Lanes past `valid` are 0.
-HWY_INLINE void ColumnSums1(DF d, const float* HWY_RESTRICT p, int64_t stride, int64_t runs,
+template <typename T>
+HWY_INLINE void ColumnSums1(DF d, const T* HWY_RESTRICT p, int64_t stride, int64_t runs,
                             size_t valid, VF inv_count, float* HWY_RESTRICT m,
                             float* HWY_RESTRICT s1, float* HWY_RESTRICT s2) {
   const VF first = LoadPart(d, p, valid, 0.0f);
@@ -187,28 +191,29 @@ HWY_INLINE void ColumnSums1(DF d, const float* HWY_RESTRICT p, int64_t stride, i
 }
 
 // As ColumnSums1 for four whole vectors of columns (four independent chains).
-HWY_INLINE void ColumnSums4(DF d, const float* HWY_RESTRICT p, int64_t stride, int64_t runs,
+template <typename T>
+HWY_INLINE void ColumnSums4(DF d, const T* HWY_RESTRICT p, int64_t stride, int64_t runs,
                             VF inv_count, float* HWY_RESTRICT m, float* HWY_RESTRICT s1,
                             float* HWY_RESTRICT s2) {
   const size_t N = hn::Lanes(d);
-  const VF f0 = hn::LoadU(d, p), f1 = hn::LoadU(d, p + N), f2 = hn::LoadU(d, p + 2 * N),
-           f3 = hn::LoadU(d, p + 3 * N);
+  const VF f0 = LoadAs(d, p), f1 = LoadAs(d, p + N), f2 = LoadAs(d, p + 2 * N),
+           f3 = LoadAs(d, p + 3 * N);
   VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
   for (int64_t r = 1; r < runs; ++r) {
-    const float* HWY_RESTRICT q = p + r * stride;
-    a0 = hn::Add(a0, hn::Sub(hn::LoadU(d, q), f0));
-    a1 = hn::Add(a1, hn::Sub(hn::LoadU(d, q + N), f1));
-    a2 = hn::Add(a2, hn::Sub(hn::LoadU(d, q + 2 * N), f2));
-    a3 = hn::Add(a3, hn::Sub(hn::LoadU(d, q + 3 * N), f3));
+    const T* HWY_RESTRICT q = p + r * stride;
+    a0 = hn::Add(a0, hn::Sub(LoadAs(d, q), f0));
+    a1 = hn::Add(a1, hn::Sub(LoadAs(d, q + N), f1));
+    a2 = hn::Add(a2, hn::Sub(LoadAs(d, q + 2 * N), f2));
+    a3 = hn::Add(a3, hn::Sub(LoadAs(d, q + 3 * N), f3));
   }
   const VF m0 = hn::MulAdd(a0, inv_count, f0), m1 = hn::MulAdd(a1, inv_count, f1),
            m2 = hn::MulAdd(a2, inv_count, f2), m3 = hn::MulAdd(a3, inv_count, f3);
   VF b0 = hn::Zero(d), b1 = hn::Zero(d), b2 = hn::Zero(d), b3 = hn::Zero(d);
   VF c0 = hn::Zero(d), c1 = hn::Zero(d), c2 = hn::Zero(d), c3 = hn::Zero(d);
   for (int64_t r = 0; r < runs; ++r) {
-    const float* HWY_RESTRICT q = p + r * stride;
-    const VF d0 = hn::Sub(hn::LoadU(d, q), m0), d1 = hn::Sub(hn::LoadU(d, q + N), m1),
-             d2 = hn::Sub(hn::LoadU(d, q + 2 * N), m2), d3 = hn::Sub(hn::LoadU(d, q + 3 * N), m3);
+    const T* HWY_RESTRICT q = p + r * stride;
+    const VF d0 = hn::Sub(LoadAs(d, q), m0), d1 = hn::Sub(LoadAs(d, q + N), m1),
+             d2 = hn::Sub(LoadAs(d, q + 2 * N), m2), d3 = hn::Sub(LoadAs(d, q + 3 * N), m3);
     b0 = hn::Add(b0, d0);
     b1 = hn::Add(b1, d1);
     b2 = hn::Add(b2, d2);
@@ -232,7 +237,8 @@ HWY_INLINE void ColumnSums4(DF d, const float* HWY_RESTRICT p, int64_t stride, i
   hn::Store(c3, d, s2 + 3 * N);
 }
 
-void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT per_position) {
+template <typename T>
+void StatsRegionT(detail::Region<const T> x, detail::Moments* HWY_RESTRICT per_position) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const size_t len = static_cast<size_t>(x.len);
@@ -251,7 +257,7 @@ void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT pe
     const int64_t re = HWY_MIN(x.rows, rb + rows_per_block);
     const double count = static_cast<double>(re - rb);
     // Two passes over the block, a few columns at a time so the sums stay in registers.
-    const float* HWY_RESTRICT block = x.base + rb * x.stride;
+    const T* HWY_RESTRICT block = x.base + rb * x.stride;
     const int64_t runs = re - rb;
     const VF inv_count = hn::Set(d, static_cast<float>(1.0 / count));
     size_t j = 0;
@@ -292,7 +298,9 @@ void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT pe
       detail::Moments m{total, mean[pos], var[pos]};
       detail::Merge(m, FinishBlock(count, shift[pos], sum[pos], s2[pos], [&] {
         return ExactMoments(count, [&](auto fn) {
-          for (int64_t r = rb; r < re; ++r) fn(x.base[r * x.stride + static_cast<int64_t>(pos)]);
+          for (int64_t r = rb; r < re; ++r) {
+            fn(detail::ToFloat(x.base[r * x.stride + static_cast<int64_t>(pos)]));
+          }
         });
       }));
       mean[pos] = m.mean;
@@ -302,6 +310,17 @@ void StatsRegion(detail::Region<const float> x, detail::Moments* HWY_RESTRICT pe
   }
   for (size_t pos = 0; pos < len; ++pos) per_position[pos] = detail::Moments{total, mean[pos], var[pos]};
 }
+
+// Non-template names for HWY_EXPORT, one per element type.
+#define BNORM_STATS_KERNELS(T, S)                                                        \
+  detail::Moments StatsPlane##S(detail::Plane<const T> x, int64_t k0, int64_t k1) {      \
+    return StatsPlaneT(x, k0, k1);                                                       \
+  }                                                                                      \
+  void StatsRegion##S(detail::Region<const T> x, detail::Moments* per_position) {        \
+    StatsRegionT(x, per_position);                                                       \
+  }
+BNORM_FOR_TYPES(BNORM_STATS_KERNELS)
+#undef BNORM_STATS_KERNELS
 
 int64_t StatsTarget() { return HWY_TARGET; }
 
@@ -314,19 +333,26 @@ HWY_AFTER_NAMESPACE();
 
 namespace bnorm {
 namespace detail {
+
+#define BNORM_STATS_DISPATCH(T, S)                                                       \
+  namespace {                                                                            \
+  HWY_EXPORT(StatsPlane##S);                                                             \
+  HWY_EXPORT(StatsRegion##S);                                                            \
+  }                                                                                      \
+  template <>                                                                            \
+  Moments StatsPlane<T>(Plane<const T> x, int64_t k0, int64_t k1) {                      \
+    return BNORM_DISPATCH(StatsPlane##S)(x, k0, k1);                                     \
+  }                                                                                      \
+  template <>                                                                            \
+  void StatsRegion<T>(Region<const T> x, Moments* per_position) {                        \
+    BNORM_DISPATCH(StatsRegion##S)(x, per_position);                                     \
+  }
+BNORM_FOR_TYPES(BNORM_STATS_DISPATCH)
+#undef BNORM_STATS_DISPATCH
+
 namespace {
-HWY_EXPORT(StatsPlane);
-HWY_EXPORT(StatsRegion);
 HWY_EXPORT(StatsTarget);
 }  // namespace
-
-Moments StatsPlane(Plane<const float> x, int64_t k0, int64_t k1) {
-  return BNORM_DISPATCH(StatsPlane)(x, k0, k1);
-}
-
-void StatsRegion(Region<const float> x, Moments* per_position) {
-  BNORM_DISPATCH(StatsRegion)(x, per_position);
-}
 
 int64_t StatsTarget() { return BNORM_DISPATCH(StatsTarget)(); }
 

@@ -30,19 +30,20 @@ struct BackwardFinish {
 
 }  // namespace
 
-void BackwardOp(const bnorm_shape& s, const Channels& range, const float* x, const float* dy,
+template <typename T>
+void BackwardOp(const bnorm_shape& s, const Channels& range, const T* x, const T* dy,
                 const float* saved_mean, const float* saved_invstd, const float* gamma,
-                const float* y, float* dx, float* dgamma, float* dbeta, unsigned flags) {
+                const T* y, T* dx, float* dgamma, float* dbeta, unsigned flags) {
   if (!dx && !dgamma && !dbeta) return;
   const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end);
-  const float* mask = (flags & BNORM_FUSE_RELU) ? y : nullptr;
-  const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
+  const T* mask = (flags & BNORM_FUSE_RELU) ? y : nullptr;
+  const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(T)});
   const BackwardFinish finish{saved_mean, saved_invstd, gamma, static_cast<double>(p.count),
                               dgamma, dbeta};
 
   if (!p.rows_mode) {
-    auto plane = [&](const float* t, int64_t ch) {
-      return t ? p.PlaneOf(t, ch) : Plane<const float>{nullptr, p.spatial, 0};
+    auto plane = [&](const T* t, int64_t ch) {
+      return t ? p.PlaneOf(t, ch) : Plane<const T>{nullptr, p.spatial, 0};
     };
     if (p.fused()) {  // dx right after the sums, while the channel is in cache
       parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t i) {
@@ -99,8 +100,8 @@ void BackwardOp(const bnorm_shape& s, const Channels& range, const float* x, con
     double pos_dy[kMaxRun], pos_dy_xc[kMaxRun];
     p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
                               int64_t block_runs, int64_t col) {
-      auto region = [&](const float* t) {
-        return Region<const float>{t ? t + offset : nullptr, len, stride, runs, block_runs};
+      auto region = [&](const T* t) {
+        return Region<const T>{t ? t + offset : nullptr, len, stride, runs, block_runs};
       };
       BackwardSumsRegion(region(x), region(dy), region(mask), pattern + col, pos_dy, pos_dy_xc);
       p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) {
@@ -128,6 +129,13 @@ void BackwardOp(const bnorm_shape& s, const Channels& range, const float* x, con
     });
   });
 }
+
+#define BNORM_BACKWARD_OPS(T, S)                                                           \
+  template void BackwardOp(const bnorm_shape&, const Channels&, const T*, const T*,       \
+                           const float*, const float*, const float*, const T*, T*, float*, \
+                           float*, unsigned);
+BNORM_FOR_TYPES(BNORM_BACKWARD_OPS)
+#undef BNORM_BACKWARD_OPS
 
 }  // namespace detail
 }  // namespace bnorm

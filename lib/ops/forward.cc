@@ -8,9 +8,10 @@
 namespace bnorm {
 namespace detail {
 
-void ApplyAffine(const Plan& p, const float* x, float* y, const float* sub, const float* mul,
+template <typename T>
+void ApplyAffine(const Plan& p, const T* x, T* y, const float* sub, const float* mul,
                  const float* add, bool relu) {
-  const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
+  const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(T)});
   if (!p.rows_mode) {
     // In memory order: channel-major walks would jump between images.
     parallel::For(p.Slices(), 1, p.serial, [&](int64_t slice) {
@@ -59,7 +60,8 @@ struct TrainingFinish {
 
 }  // namespace
 
-void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+template <typename T>
+void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const T* x, T* y,
                        const float* gamma, const float* beta, float eps, float momentum,
                        float* running_mean, float* running_var, float* saved_mean,
                        float* saved_invstd, unsigned flags) {
@@ -71,7 +73,7 @@ void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const float*
                               running_mean, running_var, saved_mean, saved_invstd};
   if (p.fused()) {
     // Normalize each channel right after its statistics, while it is still in cache.
-    const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
+    const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(T)});
     parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t i) {
       const int64_t ch = p.cb + i;
       float sub, mul, add;
@@ -92,7 +94,8 @@ void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const float*
   ApplyAffine(p, x, y, sub, mul, add, relu);
 }
 
-void ForwardInferenceOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+template <typename T>
+void ForwardInferenceOp(const bnorm_shape& s, const Channels& range, const T* x, T* y,
                         const float* gamma, const float* beta, const float* mean,
                         const float* var, float eps, unsigned flags) {
   const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end);
@@ -118,11 +121,26 @@ void FoldOp(int64_t c, const float* gamma, const float* beta, const float* mean,
   }
 }
 
-void AffineOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+template <typename T>
+void AffineOp(const bnorm_shape& s, const Channels& range, const T* x, T* y,
               const float* scale, const float* shift, unsigned flags) {
   ApplyAffine(MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end), x, y, nullptr,
               scale, shift, (flags & BNORM_FUSE_RELU) != 0);
 }
+
+#define BNORM_FORWARD_OPS(T, S)                                                            \
+  template void ApplyAffine(const Plan&, const T*, T*, const float*, const float*,        \
+                            const float*, bool);                                          \
+  template void ForwardTrainingOp(const bnorm_shape&, const Channels&, const T*, T*,      \
+                                  const float*, const float*, float, float, float*, float*, \
+                                  float*, float*, unsigned);                              \
+  template void ForwardInferenceOp(const bnorm_shape&, const Channels&, const T*, T*,     \
+                                   const float*, const float*, const float*, const float*, \
+                                   float, unsigned);                                      \
+  template void AffineOp(const bnorm_shape&, const Channels&, const T*, T*, const float*, \
+                         const float*, unsigned);
+BNORM_FOR_TYPES(BNORM_FORWARD_OPS)
+#undef BNORM_FORWARD_OPS
 
 }  // namespace detail
 }  // namespace bnorm

@@ -5,7 +5,8 @@
 namespace bnorm {
 namespace detail {
 
-void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
+template <typename T>
+void ChannelMoments(const Plan& p, const T* x, Moments* moments) {
   if (!p.rows_mode) {
     if (p.chunks == 1) {  // one item per channel: no partials to merge
       parallel::For(p.channels(), p.grain, p.serial, [&](int64_t i) {
@@ -33,7 +34,7 @@ void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
     Moments per_position[kMaxRun];
     p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
                               int64_t block_runs, int64_t col) {
-      StatsRegion(Region<const float>{x + offset, len, stride, runs, block_runs}, per_position);
+      StatsRegion(Region<const T>{x + offset, len, stride, runs, block_runs}, per_position);
       p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) { Merge(out[ch], per_position[pos]); });
     });
   });
@@ -44,7 +45,8 @@ void ChannelMoments(const Plan& p, const float* x, Moments* moments) {
   }
 }
 
-void MomentsOp(const bnorm_shape& s, const Channels& range, const float* x, float* mean,
+template <typename T>
+void MomentsOp(const bnorm_shape& s, const Channels& range, const T* x, float* mean,
                float* var, unsigned flags) {
   const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, range.begin, range.end);
   Moments* moments = Scratch<Moments, 1>(static_cast<size_t>(p.c));
@@ -54,6 +56,13 @@ void MomentsOp(const bnorm_shape& s, const Channels& range, const float* x, floa
     var[ch] = static_cast<float>(moments[ch].var);
   }
 }
+
+#define BNORM_MOMENTS_OPS(T, S)                                                         \
+  template void ChannelMoments(const Plan&, const T*, Moments*);                       \
+  template void MomentsOp(const bnorm_shape&, const Channels&, const T*, float*, float*, \
+                          unsigned);
+BNORM_FOR_TYPES(BNORM_MOMENTS_OPS)
+#undef BNORM_MOMENTS_OPS
 
 }  // namespace detail
 }  // namespace bnorm

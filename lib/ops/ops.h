@@ -13,11 +13,15 @@
 namespace bnorm {
 namespace detail {
 
+// Tensors hold T: float, bnorm_bf16 or bnorm_f16 (instantiated for those three).
+
 // Writes the float64 moments of every channel of x to moments[0, c).
-void ChannelMoments(const Plan& plan, const float* x, Moments* moments);
+template <typename T>
+void ChannelMoments(const Plan& plan, const T* x, Moments* moments);
 
 // Writes y = (x - sub[ch]) * mul[ch] + add[ch] (+ ReLU); sub may be null (0).
-void ApplyAffine(const Plan& plan, const float* x, float* y, const float* sub, const float* mul,
+template <typename T>
+void ApplyAffine(const Plan& plan, const T* x, T* y, const float* sub, const float* mul,
                  const float* add, bool relu);
 
 // The operations, on channels [range.begin, range.end) of the tensor (all of them,
@@ -26,22 +30,27 @@ struct Channels {
   int64_t begin, end;
 };
 
-void MomentsOp(const bnorm_shape& s, const Channels& range, const float* x, float* mean,
+template <typename T>
+void MomentsOp(const bnorm_shape& s, const Channels& range, const T* x, float* mean,
                float* var, unsigned flags);
-void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+template <typename T>
+void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const T* x, T* y,
                        const float* gamma, const float* beta, float eps, float momentum,
                        float* running_mean, float* running_var, float* saved_mean,
                        float* saved_invstd, unsigned flags);
-void ForwardInferenceOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+template <typename T>
+void ForwardInferenceOp(const bnorm_shape& s, const Channels& range, const T* x, T* y,
                         const float* gamma, const float* beta, const float* mean,
                         const float* var, float eps, unsigned flags);
 void FoldOp(int64_t c, const float* gamma, const float* beta, const float* mean,
             const float* var, float eps, float* scale, float* shift);
-void AffineOp(const bnorm_shape& s, const Channels& range, const float* x, float* y,
+template <typename T>
+void AffineOp(const bnorm_shape& s, const Channels& range, const T* x, T* y,
               const float* scale, const float* shift, unsigned flags);
-void BackwardOp(const bnorm_shape& s, const Channels& range, const float* x, const float* dy,
+template <typename T>
+void BackwardOp(const bnorm_shape& s, const Channels& range, const T* x, const T* dy,
                 const float* saved_mean, const float* saved_invstd, const float* gamma,
-                const float* y, float* dx, float* dgamma, float* dbeta, unsigned flags);
+                const T* y, T* dx, float* dgamma, float* dbeta, unsigned flags);
 
 // Returns whether outputs of `bytes` should bypass the cache (non-temporal stores):
 // from 8 MiB, more than a core's share of a last-level cache, the output would only
