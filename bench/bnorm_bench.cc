@@ -43,12 +43,16 @@ namespace {
 using workload::Op;
 using workload::Workload;
 
-roofline::Bandwidth g_bandwidth;  // measured once in main, before any benchmark
-size_t g_pool_floats = 0;         // the largest rotation any registered benchmark needs
+using workload::DType;
 
-workload::Pool& GlobalPool() {
-  static workload::Pool pool;
-  return pool;
+roofline::Bandwidth g_bandwidth;  // measured once in main, before any benchmark
+size_t g_pool_floats[3] = {};     // per element type: the largest rotation it needs
+
+// The pool of tensors of each element type.
+workload::Pool& GlobalPool(DType type) {
+  static workload::Pool pools[3] = {workload::Pool(DType::kF32), workload::Pool(DType::kBF16),
+                                    workload::Pool(DType::kF16)};
+  return pools[static_cast<int>(type)];
 }
 
 const char* LayoutName(bnorm_layout layout) { return layout == bnorm_nchw ? "nchw" : "nhwc"; }
@@ -59,15 +63,27 @@ bool Applies(Op op, const Workload& w) {
   return op != Op::kTraining || w.n * w.spatial >= 2;
 }
 
-// One case of the suite: an operation on a shape in a layout, in a cache regime.
+// One case of the suite: an operation on a shape in a layout, in a cache regime, on
+// tensors of one element type (the op is spelled "training.bf16" for half types).
 struct Case {
   Op op;
   Workload shape;
   bnorm_layout layout;
   bool cold;
+  DType type = DType::kF32;
+  std::string OpLabel() const {
+    return std::string(workload::OpName(op)) +
+           (type == DType::kF32 ? "" : std::string(".") + workload::DTypeName(type));
+  }
   std::string Key() const {
-    return std::string(workload::OpName(op)) + "/" + LayoutName(layout) + "/" +
+    return OpLabel() + "/" + LayoutName(layout) + "/" +
            workload::ShapeString(shape.n, shape.c, shape.spatial) + (cold ? "/cold" : "/hot");
+  }
+  // The same case on float32 tensors.
+  std::string F32Key() const {
+    Case f32 = *this;
+    f32.type = DType::kF32;
+    return f32.Key();
   }
 };
 
@@ -116,9 +132,10 @@ void BM_Bnorm(benchmark::State& state, const Case& c, const std::string& target)
       return;
     }
   }
-  GlobalPool().Reserve(g_pool_floats);
+  workload::Pool& pool = GlobalPool(c.type);
+  pool.Reserve(g_pool_floats[static_cast<int>(c.type)]);
   const bnorm_shape shape{c.shape.n, c.shape.c, c.shape.spatial, c.layout};
-  workload::Runner runner(GlobalPool(), c.op, shape, c.cold, roofline::ColdBytes());
+  workload::Runner runner(pool, c.op, shape, c.cold, roofline::ColdBytes());
   bnorm_status st = runner.ok() ? runner.Run(0) : bnorm_out_of_memory;  // warm-up
   int64_t set = 1;
   const auto start = std::chrono::steady_clock::now();
@@ -135,6 +152,14 @@ void BM_Bnorm(benchmark::State& state, const Case& c, const std::string& target)
     results[target.empty() ? "best" : target] = gbs;
     const auto dnnl = results.find("onednn");
     if (dnnl != results.end() && dnnl->second > 0) state.counters["x_onednn"] = gbs / dnnl->second;
+    // Half types: speed over the float32 path on the same case (elements per second;
+    // the bytes per element halve).
+    const auto f32 = Results().find(c.F32Key());
+    if (c.type != DType::kF32 && f32 != Results().end() && f32->second.count("best") != 0) {
+      const double element_ratio = static_cast<double>(workload::ElementBytes(DType::kF32)) /
+                                   static_cast<double>(workload::ElementBytes(c.type));
+      state.counters["x_f32"] = gbs / f32->second.at("best") * element_ratio;
+    }
     state.SetLabel(std::string(bnorm_active_target()) + " " + c.shape.name);
   }
   if (!target.empty()) bnorm_set_target("");
@@ -148,9 +173,10 @@ void BM_Bnorm(benchmark::State& state, const Case& c, const std::string& target)
 // `blocked`: oneDNN's nChw16c layout in the same buffers instead of the case's layout.
 void BM_Dnnl(benchmark::State& state, const Case& c, bool blocked) {
   try {
-    GlobalPool().Reserve(g_pool_floats);
+    workload::Pool& pool = GlobalPool(c.type);
+    pool.Reserve(g_pool_floats[static_cast<int>(c.type)]);
     const bnorm_shape shape{c.shape.n, c.shape.c, c.shape.spatial, c.layout};
-    workload::Runner runner(GlobalPool(), c.op, shape, c.cold, roofline::ColdBytes());
+    workload::Runner runner(pool, c.op, shape, c.cold, roofline::ColdBytes());
     if (!runner.ok()) {
       state.SkipWithError("out of memory");
       return;
@@ -188,43 +214,44 @@ std::vector<std::string> CompiledTargets() {
 void RegisterAll() {
   const std::vector<std::string> targets = CompiledTargets();
   const size_t cold_bytes = roofline::ColdBytes();
+  const auto add = [&](const Case& c, const std::string& impl, auto fn, auto arg) {
+    const std::string key = c.Key();
+    const size_t slash = key.rfind('/');
+    const std::string name = key.substr(0, slash + 1) + impl + key.substr(slash);
+    benchmark::RegisterBenchmark(name.c_str(), fn, c, arg)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+  };
   for (const Op op : workload::kAllOps) {
     for (const Workload& w : workload::DefaultWorkloads()) {
       if (!Applies(op, w)) continue;
       for (const bnorm_layout layout : {bnorm_nchw, bnorm_nhwc}) {
-        g_pool_floats = std::max(g_pool_floats,
-                                 workload::PoolFloats(op, workload::Elements(w), cold_bytes, true));
         for (const bool cold : {true, false}) {
-          Cases().push_back({op, w, layout, cold});
-          const Case& c = Cases().back();
-          const std::string key = c.Key();
-          const auto name = [&key](const std::string& impl) {
-            const size_t slash = key.rfind('/');
-            return key.substr(0, slash + 1) + impl + key.substr(slash);
-          };
+          // float32 on every shape; bfloat16 and float16 on the main shapes, after it.
+          for (const DType type : {DType::kF32, DType::kBF16, DType::kF16}) {
+            if (type != DType::kF32 && !workload::IsMainWorkload(w)) continue;
+            size_t& pool = g_pool_floats[static_cast<int>(type)];
+            pool = std::max(pool, workload::PoolFloats(op, workload::Elements(w), cold_bytes,
+                                                       true, type));
+            Cases().push_back({op, w, layout, cold, type});
+            const Case& c = Cases().back();
 #if BNORM_HAVE_DNNL
-          if (peer::DnnlHasOp(op)) {
-            benchmark::RegisterBenchmark(name("onednn").c_str(), BM_Dnnl, c, false)
-                ->UseRealTime()
-                ->Unit(benchmark::kMicrosecond);
-            // NCHW: also oneDNN in its own blocked layout, where its JIT kernels run.
-            if (layout == bnorm_nchw && w.spatial > 1 &&
-                peer::DnnlBlockedFits({w.n, w.c, w.spatial, layout})) {
-              benchmark::RegisterBenchmark(name("onednn16c").c_str(), BM_Dnnl, c, true)
-                  ->UseRealTime()
-                  ->Unit(benchmark::kMicrosecond);
+            // The oneDNN row first, so that bnorm's rows can report x_onednn. oneDNN
+            // has f32 and bf16 batch normalization on CPUs, no f16.
+            if (peer::DnnlHasOp(op) && type != DType::kF16) {
+              add(c, "onednn", BM_Dnnl, false);
+              // NCHW: also oneDNN in its own blocked layout, where its JIT kernels run.
+              if (layout == bnorm_nchw && w.spatial > 1 &&
+                  peer::DnnlBlockedFits({w.n, w.c, w.spatial, layout})) {
+                add(c, "onednn16c", BM_Dnnl, true);
+              }
             }
-          }
 #endif
-          benchmark::RegisterBenchmark(name("best").c_str(), BM_Bnorm, c, std::string())
-              ->UseRealTime()
-              ->Unit(benchmark::kMicrosecond);
-          // The main shapes get one row per compiled target, cold (unsupported ones skip).
-          if (!cold || !workload::IsMainWorkload(w)) continue;
-          for (const std::string& target : targets) {
-            benchmark::RegisterBenchmark(name(target).c_str(), BM_Bnorm, c, target)
-                ->UseRealTime()
-                ->Unit(benchmark::kMicrosecond);
+            add(c, "best", BM_Bnorm, std::string());
+            // The main shapes get one row per compiled target, cold, float32 (unsupported
+            // targets skip).
+            if (!cold || type != DType::kF32 || !workload::IsMainWorkload(w)) continue;
+            for (const std::string& target : targets) add(c, target, BM_Bnorm, target);
           }
         }
       }
@@ -241,7 +268,7 @@ void PrintSummary(FILE* out) {
                "GB/s); x oneDNN = bnorm / oneDNN in the same layout (> 1: bnorm faster); "
                "x nChw16c = bnorm NCHW / oneDNN in its blocked layout\n",
                workload::TrafficModel(), nt);
-  std::fprintf(out, "%-9s %-6s %-15s %-5s %9s %5s %9s %5s %9s %10s  %s\n", "op", "layout", "NxCxS",
+  std::fprintf(out, "%-14s %-6s %-15s %-5s %9s %5s %9s %5s %9s %10s  %s\n", "op", "layout", "NxCxS",
                "cache", "bnorm", "%nt", "oneDNN", "%nt", "x oneDNN", "x nChw16c", "shape");
   std::map<std::string, std::vector<double>> ratios;  // op/layout/cache -> ratios
   for (const Case& c : Cases()) {
@@ -256,7 +283,7 @@ void PrintSummary(FILE* out) {
       std::snprintf(dnnl_text, sizeof(dnnl_text), "%9.1f %4.0f%%", dnnl->second,
                     nt > 0 ? 100 * dnnl->second / nt : 0.0);
       std::snprintf(ratio_text, sizeof(ratio_text), "%.2fx", bnorm_gbs / dnnl->second);
-      ratios[std::string(workload::OpName(c.op)) + " " + LayoutName(c.layout) + " " +
+      ratios[c.OpLabel() + " " + LayoutName(c.layout) + " " +
              (c.cold ? "cold" : "hot")]
           .push_back(bnorm_gbs / dnnl->second);
     }
@@ -265,8 +292,8 @@ void PrintSummary(FILE* out) {
     if (blocked != r.end() && blocked->second > 0) {
       std::snprintf(blocked_text, sizeof(blocked_text), "%.2fx", bnorm_gbs / blocked->second);
     }
-    std::fprintf(out, "%-9s %-6s %-15s %-5s %9.1f %4.0f%% %s %9s %10s  %s\n",
-                 workload::OpName(c.op), LayoutName(c.layout),
+    std::fprintf(out, "%-14s %-6s %-15s %-5s %9.1f %4.0f%% %s %9s %10s  %s\n",
+                 c.OpLabel().c_str(), LayoutName(c.layout),
                  workload::ShapeString(c.shape.n, c.shape.c, c.shape.spatial).c_str(),
                  c.cold ? "cold" : "hot", bnorm_gbs, nt > 0 ? 100 * bnorm_gbs / nt : 0.0, dnnl_text,
                  ratio_text, blocked_text, c.shape.name.c_str());
@@ -284,7 +311,7 @@ void PrintSummary(FILE* out) {
   const std::vector<std::string> targets = CompiledTargets();
   bool header = false;
   for (const Case& c : Cases()) {
-    if (!c.cold || !workload::IsMainWorkload(c.shape)) continue;
+    if (!c.cold || c.type != DType::kF32 || !workload::IsMainWorkload(c.shape)) continue;
     const auto found = Results().find(c.Key());
     if (found == Results().end()) continue;
     bool any = false;
@@ -313,6 +340,36 @@ void PrintSummary(FILE* out) {
     } else {
       std::fprintf(out, " %8.1f\n", dnnl->second);
     }
+  }
+  // Half precision against float32: speed of the same case in elements per second.
+  header = false;
+  for (const Case& c : Cases()) {
+    if (c.type == DType::kF32) continue;
+    const auto half = Results().find(c.Key());
+    const auto f32 = Results().find(c.F32Key());
+    if (half == Results().end() || f32 == Results().end() || half->second.count("best") == 0 ||
+        f32->second.count("best") == 0) {
+      continue;
+    }
+    if (!header) {
+      std::fprintf(out,
+                   "\nHalf precision (main shapes): x f32 = elements/s over the float32 path "
+                   "(goal >= 1.8 out of cache), x oneDNN = over oneDNN's bf16\n");
+      std::fprintf(out, "%-14s %-6s %-15s %-5s %9s %7s %9s\n", "op", "layout", "NxCxS", "cache",
+                   "GB/s", "x f32", "x oneDNN");
+      header = true;
+    }
+    const double gbs = half->second.at("best");
+    const double x_f32 = gbs / f32->second.at("best") * 2;
+    const auto dnnl = half->second.find("onednn");
+    char dnnl_text[32] = "-";
+    if (dnnl != half->second.end() && dnnl->second > 0) {
+      std::snprintf(dnnl_text, sizeof(dnnl_text), "%.2fx", gbs / dnnl->second);
+    }
+    std::fprintf(out, "%-14s %-6s %-15s %-5s %9.1f %6.2fx %9s\n", c.OpLabel().c_str(),
+                 LayoutName(c.layout),
+                 workload::ShapeString(c.shape.n, c.shape.c, c.shape.spatial).c_str(),
+                 c.cold ? "cold" : "hot", gbs, x_f32, dnnl_text);
   }
   std::fflush(out);
 }

@@ -57,7 +57,8 @@ inline bool SetDnnlThreads(int threads) {
 inline bool DnnlBlockedFits(const bnorm_shape& shape) { return shape.c % 16 == 0; }
 
 // Runs oneDNN's batch normalization for `op` on the buffer sets of `runner` (x; y or
-// dy; dx), with scale and shift, fp32, the runner's layout, or with `blocked`
+// dy; dx), with scale and shift, in the runner's element type (f32 or bf16; oneDNN 2.6
+// has no f16 batch normalization on CPUs) and layout, or with `blocked`
 // oneDNN's nChw16c layout in the same buffers (DnnlBlockedFits). On plain NCHW
 // oneDNN 2.6 runs a generic C++ kernel (ncsp_bnorm); its JIT kernels take NHWC and
 // nChw16c. Per-channel values match the runner's (mean 0, variance 4/3, scale 1.5,
@@ -70,7 +71,13 @@ class DnnlRunner {
     using dnnl::memory;
     using dnnl::normalization_flags;
     using dnnl::prop_kind;
-    const memory::desc md({shape.n, shape.c, shape.spatial, 1}, memory::data_type::f32,
+    if (runner.type() == workload::DType::kF16) {
+      throw dnnl::error(dnnl_unimplemented, "no f16 batch normalization in oneDNN on CPUs");
+    }
+    const memory::data_type type = runner.type() == workload::DType::kBF16
+                                       ? memory::data_type::bf16
+                                       : memory::data_type::f32;
+    const memory::desc md({shape.n, shape.c, shape.spatial, 1}, type,
                           blocked                      ? memory::format_tag::nChw16c
                           : shape.layout == bnorm_nchw ? memory::format_tag::nchw
                                                        : memory::format_tag::nhwc);

@@ -11,10 +11,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "bnorm/bnorm.h"
+#include "bnorm/bnorm.hpp"
 
 namespace bnorm {
 namespace workload {
@@ -149,12 +151,22 @@ inline std::string ShapeString(int64_t n, int64_t c, int64_t spatial) {
   return std::to_string(n) + "x" + std::to_string(c) + "x" + std::to_string(spatial);
 }
 
-// One float buffer, filled once with values in [-2, 2), that every benchmark carves
-// its tensors from: touching and filling gigabytes per benchmark would cost more
-// than the benchmarks themselves.
+// Tensor element types of the benchmarks.
+enum class DType { kF32, kBF16, kF16 };
+
+inline const char* DTypeName(DType t) {
+  return t == DType::kF32 ? "f32" : t == DType::kBF16 ? "bf16" : "f16";
+}
+inline size_t ElementBytes(DType t) { return t == DType::kF32 ? 4 : 2; }
+
+// One buffer of tensor elements of one type, filled once with values in [-2, 2), that
+// every benchmark carves its tensors from: touching and filling gigabytes per
+// benchmark would cost more than the benchmarks themselves. Sizes count 4-byte words
+// (floats, or pairs of halves).
 class Pool {
  public:
-  Pool() = default;
+  explicit Pool(DType type = DType::kF32) : type_(type) {}
+  DType type() const { return type_; }
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
   ~Pool() { std::free(data_); }
@@ -170,12 +182,24 @@ class Pool {
     if (data_ == nullptr) return nullptr;
     floats_ = bytes / sizeof(float);
     float* data = data_;
-    tbb::parallel_for(tbb::blocked_range<size_t>(0, floats_, size_t{1} << 16),
-                      [data](const tbb::blocked_range<size_t>& r) {
+    uint16_t* halves = reinterpret_cast<uint16_t*>(data_);
+    const DType type = type_;
+    const size_t count = type == DType::kF32 ? floats_ : 2 * floats_;
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, count, size_t{1} << 16),
+                      [=](const tbb::blocked_range<size_t>& r) {
                         for (size_t i = r.begin(); i != r.end(); ++i) {
                           uint32_t h = static_cast<uint32_t>(i) * 2654435761u;
                           h ^= h >> 15;
-                          data[i] = static_cast<float>(h >> 8) * (4.0f / 16777216.0f) - 2.0f;
+                          const float v = static_cast<float>(h >> 8) * (4.0f / 16777216.0f) - 2.0f;
+                          if (type == DType::kF32) {
+                            data[i] = v;
+                          } else if (type == DType::kBF16) {
+                            uint32_t bits;
+                            std::memcpy(&bits, &v, sizeof(bits));
+                            halves[i] = static_cast<uint16_t>(bits >> 16);
+                          } else {  // float16 in [-2, 2): sign, exponent 12..15, mantissa
+                            halves[i] = static_cast<uint16_t>((h & 0x8000u) | 0x3000u | (h & 0xfffu));
+                          }
                         }
                       });
     return data_;
@@ -183,6 +207,7 @@ class Pool {
   size_t floats() const { return floats_; }
 
  private:
+  DType type_;
   float* data_ = nullptr;
   size_t floats_ = 0;
 };
@@ -196,15 +221,18 @@ inline int64_t RotationSets(size_t set_bytes, size_t cold_bytes, bool cold) {
   return static_cast<int64_t>(std::max<size_t>(sets, 2));
 }
 
-// Returns the floats of one buffer set of `op` on a tensor of `elements` floats, rounded
-// up so that every set starts 64-byte aligned.
-inline size_t SetFloats(Op op, int64_t elements) {
-  return (static_cast<size_t>(elements) * BufferTensors(op) + 15) / 16 * 16;
+// Returns the 4-byte words of one buffer set of `op` on a tensor of `elements` elements
+// of `type`, rounded up so that every set starts 64-byte aligned (every tensor of a set
+// starts 64-byte aligned too when a tensor is a multiple of 64 bytes).
+inline size_t SetFloats(Op op, int64_t elements, DType type = DType::kF32) {
+  const size_t bytes = static_cast<size_t>(elements) * ElementBytes(type) * BufferTensors(op);
+  return (bytes / 4 + 15) / 16 * 16;
 }
 
-// Returns the pool size (floats) a Runner of `op` on `elements` floats needs.
-inline size_t PoolFloats(Op op, int64_t elements, size_t cold_bytes, bool cold) {
-  const size_t set_floats = SetFloats(op, elements);
+// Returns the pool size (4-byte words) a Runner of `op` on `elements` elements needs.
+inline size_t PoolFloats(Op op, int64_t elements, size_t cold_bytes, bool cold,
+                         DType type = DType::kF32) {
+  const size_t set_floats = SetFloats(op, elements, type);
   return set_floats *
          static_cast<size_t>(RotationSets(set_floats * sizeof(float), cold_bytes, cold));
 }
@@ -217,11 +245,12 @@ inline size_t PoolFloats(Op op, int64_t elements, size_t cold_bytes, bool cold) 
 // dx, dgamma and dbeta. No ReLU.
 class Runner {
  public:
-  // `pool` must outlive the runner; cold rotates over about `cold_bytes`.
+  // `pool` must outlive the runner; cold rotates over about `cold_bytes`. Tensors hold
+  // the pool's element type.
   Runner(Pool& pool, Op op, const bnorm_shape& shape, bool cold, size_t cold_bytes)
-      : op_(op), shape_(shape) {
+      : op_(op), shape_(shape), type_(pool.type()) {
     elements_ = static_cast<size_t>(shape.n * shape.c * shape.spatial);
-    set_floats_ = SetFloats(op, static_cast<int64_t>(elements_));
+    set_floats_ = SetFloats(op, static_cast<int64_t>(elements_), type_);
     sets_ = RotationSets(set_floats_ * sizeof(float), cold_bytes, cold);
     base_ = pool.Reserve(set_floats_ * static_cast<size_t>(sets_));
     const size_t c = static_cast<size_t>(shape.c);
@@ -242,44 +271,62 @@ class Runner {
   // Whether the pool could provide the buffers.
   bool ok() const { return base_ != nullptr; }
   int64_t sets() const { return sets_; }
-  size_t TensorBytes() const { return elements_ * sizeof(float); }
+  DType type() const { return type_; }
+  size_t TensorBytes() const { return elements_ * ElementBytes(type_); }
   // Returns the minimal traffic of one call, in bytes (TrafficTensors).
   double TrafficBytes() const { return static_cast<double>(TrafficTensors(op_)) * TensorBytes(); }
   // Returns the bytes the rotation spans (all sets).
   size_t RotationBytes() const { return set_floats_ * sizeof(float) * sets_; }
 
   // Returns x, y / dy, dx of buffer set `set` (modulo the set count).
-  float* Buffer(int64_t set, int which) const {
-    return base_ + static_cast<size_t>(set % sets_) * set_floats_ + which * elements_;
+  void* Buffer(int64_t set, int which) const {
+    return reinterpret_cast<char*>(base_ + static_cast<size_t>(set % sets_) * set_floats_) +
+           which * TensorBytes();
   }
 
   // Runs the operation once on buffer set `set` (modulo the set count).
   bnorm_status Run(int64_t set) {
-    float* x = Buffer(set, 0);
-    float* b1 = Buffer(set, 1);  // y, or dy for backward
-    switch (op_) {
-      case Op::kMoments:
-        return bnorm_moments_f32(&shape_, x, out_a_.data(), out_b_.data());
-      case Op::kInference:
-        return bnorm_forward_inference_f32(&shape_, x, b1, gamma_.data(), beta_.data(),
-                                           mean_.data(), var_.data(), 1e-5f, 0);
-      case Op::kAffine:
-        return bnorm_affine_f32(&shape_, x, b1, scale_.data(), shift_.data(), 0);
-      case Op::kTraining:
-        return bnorm_forward_training_f32(&shape_, x, b1, gamma_.data(), beta_.data(), 1e-5f, 0.1f,
-                                          running_mean_.data(), running_var_.data(),
-                                          saved_mean_.data(), saved_invstd_.data(), 0);
-      case Op::kBackward:
-        return bnorm_backward_f32(&shape_, x, b1, saved_mean_.data(), saved_invstd_.data(),
-                                  gamma_.data(), nullptr, Buffer(set, 2), out_a_.data(),
-                                  out_b_.data(), 0);
+    switch (type_) {
+      case DType::kF32:
+        return RunAs<float>(set);
+      case DType::kBF16:
+        return RunAs<bnorm_bf16>(set);
+      case DType::kF16:
+        return RunAs<bnorm_f16>(set);
     }
     return bnorm_internal_error;
   }
 
  private:
+  template <typename T>
+  bnorm_status RunAs(int64_t set) {
+    T* x = static_cast<T*>(Buffer(set, 0));
+    T* b1 = static_cast<T*>(Buffer(set, 1));  // y, or dy for backward
+    T* b2 = static_cast<T*>(Buffer(set, 2));
+    switch (op_) {
+      case Op::kMoments:
+        return Api<T>::moments(&shape_, x, out_a_.data(), out_b_.data());
+      case Op::kInference:
+        return Api<T>::forward_inference(&shape_, x, b1, gamma_.data(), beta_.data(),
+                                         mean_.data(), var_.data(), 1e-5f, 0);
+      case Op::kAffine:
+        return Api<T>::affine(&shape_, x, b1, scale_.data(), shift_.data(), 0);
+      case Op::kTraining:
+        return Api<T>::forward_training(&shape_, x, b1, gamma_.data(), beta_.data(), 1e-5f,
+                                        0.1f, running_mean_.data(), running_var_.data(),
+                                        saved_mean_.data(), saved_invstd_.data(), 0);
+      case Op::kBackward:
+        return Api<T>::backward(&shape_, x, b1, saved_mean_.data(), saved_invstd_.data(),
+                                gamma_.data(), nullptr, b2, out_a_.data(), out_b_.data(), 0);
+    }
+    return bnorm_internal_error;
+  }
+  template <typename T>
+  using Api = bnorm::detail::Api<T>;
+
   Op op_;
   bnorm_shape shape_;
+  DType type_;
   size_t elements_ = 0, set_floats_ = 0;
   int64_t sets_ = 1;
   float* base_ = nullptr;

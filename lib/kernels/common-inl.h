@@ -120,12 +120,21 @@ HWY_INLINE hn::Vec<DU16<D>> Narrow(D d, bnorm_bf16, hn::Vec<D> v) {
   (void)d;
   const hn::RebindToUnsigned<D> du;
   const hn::RebindToSigned<D> di;
-  const auto bits = hn::BitCast(du, v);
+  // NaN: set the quiet bit and clear the low half, so that rounding cannot carry.
+  auto bits = hn::BitCast(du, v);
+  bits = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)),
+                        hn::And(hn::Or(bits, hn::Set(du, 0x00400000u)), hn::Set(du, 0xffff0000u)),
+                        bits);
+  // Round the low half away, to nearest with ties to the even upper half.
   const auto odd = hn::And(hn::ShiftRight<16>(bits), hn::Set(du, 1u));
-  const auto rounded = hn::ShiftRight<16>(hn::Add(hn::Add(bits, hn::Set(du, 0x7fffu)), odd));
-  const auto nan = hn::ShiftRight<16>(hn::Or(bits, hn::Set(du, 0x00400000u)));
-  const auto r = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), nan, rounded);
-  return hn::DemoteTo(DU16<D>(), hn::BitCast(di, r));
+  const auto rounded = hn::Add(hn::Add(bits, hn::Set(du, 0x7fffu)), odd);
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  // The upper halves are the odd 16-bit lanes: one permute gathers them.
+  const hn::Repartition<uint16_t, D> dw;
+  return hn::LowerHalf(hn::ConcatOdd(dw, hn::BitCast(dw, rounded), hn::BitCast(dw, rounded)));
+#else
+  return hn::DemoteTo(DU16<D>(), hn::BitCast(di, hn::ShiftRight<16>(rounded)));
+#endif
 }
 template <class D>
 HWY_INLINE hn::Vec<DU16<D>> Narrow(D d, bnorm_f16, hn::Vec<D> v) {
