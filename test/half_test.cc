@@ -83,31 +83,9 @@ struct F16 {
   }
 };
 
-// The C entry points of one element type.
+// The C entry points of one element type (bnorm.hpp's table).
 template <typename H>
-struct Api;
-template <>
-struct Api<BF16> {
-  static constexpr auto moments = bnorm_moments_bf16;
-  static constexpr auto training = bnorm_forward_training_bf16;
-  static constexpr auto inference = bnorm_forward_inference_bf16;
-  static constexpr auto affine = bnorm_affine_bf16;
-  static constexpr auto backward = bnorm_backward_bf16;
-  static constexpr auto moments_slice = bnorm_moments_slice_bf16;
-  static constexpr auto training_slice = bnorm_forward_training_slice_bf16;
-  static constexpr auto backward_slice = bnorm_backward_slice_bf16;
-};
-template <>
-struct Api<F16> {
-  static constexpr auto moments = bnorm_moments_f16;
-  static constexpr auto training = bnorm_forward_training_f16;
-  static constexpr auto inference = bnorm_forward_inference_f16;
-  static constexpr auto affine = bnorm_affine_f16;
-  static constexpr auto backward = bnorm_backward_f16;
-  static constexpr auto moments_slice = bnorm_moments_slice_f16;
-  static constexpr auto training_slice = bnorm_forward_training_slice_f16;
-  static constexpr auto backward_slice = bnorm_backward_slice_f16;
-};
+using Api = bnorm::detail::Api<typename H::T>;
 
 // A tensor in half precision with its exact float values.
 template <typename H>
@@ -216,7 +194,7 @@ void CheckEveryOperation() {
           std::vector<T> y = Poisoned<H>(e);
           std::vector<float> y32(e), rm(c, 0.5f), rv(c, 2.0f), rm32 = rm, rv32 = rv;
           std::vector<float> sm(c), si(c), sm32(c), si32(c);
-          REQUIRE(Api<H>::training(&s, x.h.data(), y.data(), gamma.data(), beta.data(), 1e-5f, 0.1f,
+          REQUIRE(Api<H>::forward_training(&s, x.h.data(), y.data(), gamma.data(), beta.data(), 1e-5f, 0.1f,
                                    rm.data(), rv.data(), sm.data(), si.data(),
                                    flags) == bnorm_success);
           REQUIRE(bnorm_forward_training_f32(&s, x.f.data(), y32.data(), gamma.data(), beta.data(),
@@ -235,7 +213,7 @@ void CheckEveryOperation() {
 
           // inference, in place.
           std::vector<T> yi = x.h;
-          REQUIRE(Api<H>::inference(&s, yi.data(), yi.data(), gamma.data(), beta.data(),
+          REQUIRE(Api<H>::forward_inference(&s, yi.data(), yi.data(), gamma.data(), beta.data(),
                                     mean.data(), var.data(), 1e-5f, flags) == bnorm_success);
           REQUIRE(bnorm_forward_inference_f32(&s, x.f.data(), y32.data(), gamma.data(), beta.data(),
                                               mean.data(), var.data(), 1e-5f,
@@ -398,16 +376,16 @@ void CheckDeterminismAndSlices() {
       INFO(H::kName, " ", ShapeString(s));
       std::vector<T> y1(e), y2(e), y3(e);
       std::vector<float> m1(c), i1(c), m2(c), i2(c), m3(c), i3(c);
-      REQUIRE(Api<H>::training(&s, x.h.data(), y1.data(), nullptr, nullptr, 1e-5f, 0.1f, nullptr,
+      REQUIRE(Api<H>::forward_training(&s, x.h.data(), y1.data(), nullptr, nullptr, 1e-5f, 0.1f, nullptr,
                                nullptr, m1.data(), i1.data(), 0) == bnorm_success);
-      REQUIRE(Api<H>::training(&s, x.h.data(), y2.data(), nullptr, nullptr, 1e-5f, 0.1f, nullptr,
+      REQUIRE(Api<H>::forward_training(&s, x.h.data(), y2.data(), nullptr, nullptr, 1e-5f, 0.1f, nullptr,
                                nullptr, m2.data(), i2.data(), BNORM_SERIAL) == bnorm_success);
       // The same from two uneven channel slices.
       const int64_t cut = s.c / 3;
-      REQUIRE(Api<H>::training_slice(&s, 0, cut, x.h.data(), y3.data(), nullptr, nullptr, 1e-5f,
+      REQUIRE(Api<H>::forward_training_slice(&s, 0, cut, x.h.data(), y3.data(), nullptr, nullptr, 1e-5f,
                                      0.1f, nullptr, nullptr, m3.data(), i3.data(),
                                      0) == bnorm_success);
-      REQUIRE(Api<H>::training_slice(&s, cut, s.c, x.h.data(), y3.data(), nullptr, nullptr, 1e-5f,
+      REQUIRE(Api<H>::forward_training_slice(&s, cut, s.c, x.h.data(), y3.data(), nullptr, nullptr, 1e-5f,
                                      0.1f, nullptr, nullptr, m3.data(), i3.data(),
                                      0) == bnorm_success);
       CHECK(std::memcmp(y1.data(), y2.data(), e * sizeof(T)) == 0);

@@ -97,74 +97,10 @@ void BackwardSumsOp(const bnorm_shape& s, const float* x, const float* dy, const
   }
   const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, 0, s.c);
   const float* mask = (flags & BNORM_FUSE_RELU) ? y : nullptr;
+  // As BackwardOp: the same sums in the same order; then
   // sum(dy' * xhat) = invstd * sum(dy' * (x - mean)), as BackwardOp's dgamma.
-  auto finish = [&](int64_t ch, double total_dy, double total_dy_xc) {
-    sum_dy[ch] = total_dy;
-    sum_dy_xhat[ch] = total_dy_xc * static_cast<double>(invstd[ch]);
-  };
-
-  if (!p.rows_mode) {
-    auto plane = [&](const float* t, int64_t ch) {
-      return t ? p.PlaneOf(t, ch) : Plane<const float>{nullptr, p.spatial, 0};
-    };
-    if (p.fused()) {  // as BackwardOp: one call over each whole channel
-      parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t ch) {
-        double total_dy, total_dy_xc;
-        BackwardSumsPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), 0, p.count, mean[ch],
-                          &total_dy, &total_dy_xc);
-        finish(ch, total_dy, total_dy_xc);
-      });
-      return;
-    }
-    double* sums = Scratch<double, 0>(static_cast<size_t>(2 * p.items()));
-    parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-      const int64_t ch = p.Channel(item);
-      BackwardSumsPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), p.K0(item), p.K1(item),
-                        mean[ch], &sums[2 * item], &sums[2 * item + 1]);
-    });
-    for (int64_t ch = 0; ch < p.c; ++ch) {
-      double total_dy = 0, total_dy_xc = 0;
-      for (int64_t item = ch * p.chunks; item < (ch + 1) * p.chunks; ++item) {
-        total_dy += sums[2 * item];
-        total_dy_xc += sums[2 * item + 1];
-      }
-      finish(ch, total_dy, total_dy_xc);
-    }
-    return;
-  }
-
-  // Rows: per-position sums of each region added into [chunk * c + ch] in position
-  // order, then over chunks in order (as BackwardOp).
-  float* pattern = Scratch<float, 3>(static_cast<size_t>(p.PatternSize()));  // mean
-  FillPattern(p, mean, 0.0f, pattern);
-  double* chunk_dy = Scratch<double, 0>(static_cast<size_t>(2 * p.chunks * p.c));
-  double* chunk_dy_xc = chunk_dy + p.chunks * p.c;
-  parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-    const int64_t at = p.Chunk(item) * p.c;
-    for (int64_t ch = p.FirstChannel(item); ch < p.LastChannel(item); ++ch) {
-      chunk_dy[at + ch] = chunk_dy_xc[at + ch] = 0;
-    }
-    double pos_dy[kMaxRun], pos_dy_xc[kMaxRun];
-    p.ForEachRegion(item, [&](int64_t offset, int64_t len, int64_t stride, int64_t runs,
-                              int64_t block_runs, int64_t col) {
-      auto region = [&](const float* t) {
-        return Region<const float>{t ? t + offset : nullptr, len, stride, runs, block_runs};
-      };
-      BackwardSumsRegion(region(x), region(dy), region(mask), pattern + col, pos_dy, pos_dy_xc);
-      p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) {
-        chunk_dy[at + ch] += pos_dy[pos];
-        chunk_dy_xc[at + ch] += pos_dy_xc[pos];
-      });
-    });
-  });
-  for (int64_t ch = 0; ch < p.c; ++ch) {
-    double total_dy = 0, total_dy_xc = 0;
-    for (int64_t chunk = 0; chunk < p.chunks; ++chunk) {
-      total_dy += chunk_dy[chunk * p.c + ch];
-      total_dy_xc += chunk_dy_xc[chunk * p.c + ch];
-    }
-    finish(ch, total_dy, total_dy_xc);
-  }
+  GradientSums(p, x, dy, mask, mean, sum_dy, sum_dy_xhat);
+  for (int64_t ch = 0; ch < s.c; ++ch) sum_dy_xhat[ch] *= static_cast<double>(invstd[ch]);
 }
 
 void BackwardDxOp(const bnorm_shape& s, const float* x, const float* dy, const float* mean,
@@ -194,36 +130,7 @@ void BackwardDxOp(const bnorm_shape& s, const float* x, const float* dy, const f
     k[2 * c + ch] = static_cast<float>(-kk * db / count);
   }
   if (!dx) return;
-  const float* mask = (flags & BNORM_FUSE_RELU) ? y : nullptr;
-  const bool stream = StreamOutput(p.count * p.c * int64_t{sizeof(float)});
-  if (!p.rows_mode) {
-    if (p.fused()) {  // as BackwardOp: channel by channel
-      auto plane = [&](const float* t, int64_t ch) {
-        return t ? p.PlaneOf(t, ch) : Plane<const float>{nullptr, p.spatial, 0};
-      };
-      parallel::For(p.channels(), p.fused_grain(), p.serial, [&](int64_t ch) {
-        BackwardDxPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), p.PlaneOf(dx, ch), 0,
-                        p.count, mean[ch], k[ch], k[c + ch], k[2 * c + ch], stream);
-      });
-      return;
-    }
-    parallel::For(p.Slices(), 1, p.serial, [&](int64_t slice) {
-      BackwardDxSlice(x, dy, mask, dx, p.spatial, p.c, p.V0(slice), p.V1(slice), mean, k,
-                      k + c, k + 2 * c, stream);
-    });
-    return;
-  }
-  const size_t size = static_cast<size_t>(p.PatternSize());
-  float* pattern = Scratch<float, 3>(4 * size);  // mean, k_dy, k_xc, k_0
-  FillPattern(p, mean, 0.0f, pattern);
-  for (int i = 0; i < 3; ++i) FillPattern(p, k + i * c, 0.0f, pattern + (i + 1) * size);
-  parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
-    p.ForEachRun(item, [&](int64_t offset, int64_t len, int64_t period, int64_t at) {
-      BackwardDxRun(x + offset, dy + offset, mask ? mask + offset : nullptr, dx + offset, len,
-                    pattern + at, pattern + size + at, pattern + 2 * size + at,
-                    pattern + 3 * size + at, period, stream);
-    });
-  });
+  ApplyDx(p, x, dy, (flags & BNORM_FUSE_RELU) ? y : nullptr, dx, mean, k);
 }
 
 }  // namespace detail

@@ -24,6 +24,18 @@ template <typename T>
 void ApplyAffine(const Plan& plan, const T* x, T* y, const float* sub, const float* mul,
                  const float* add, bool relu);
 
+// Writes sum_dy[ch] = sum(dy') and sum_dy_xc[ch] = sum(dy' * (x - mean[ch])) for the
+// plan's channels, dy' = dy masked where mask <= 0 (mask may be null).
+template <typename T>
+void GradientSums(const Plan& plan, const T* x, const T* dy, const T* mask, const float* mean,
+                  double* sum_dy, double* sum_dy_xc);
+
+// Writes dx = k[ch] * dy' + k[c + ch] * (x - mean[ch]) + k[2c + ch] for the plan's
+// channels. The rows mode needs Scratch<float, 3>(4 * PatternSize()).
+template <typename T>
+void ApplyDx(const Plan& plan, const T* x, const T* dy, const T* mask, T* dx, const float* mean,
+             const float* k);
+
 // The operations, on channels [range.begin, range.end) of the tensor (all of them,
 // or a slice: bit-identical to the whole call on those channels).
 struct Channels {
