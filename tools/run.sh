@@ -8,23 +8,26 @@
 # Idempotent: a second run only rebuilds what changed.
 #
 # Test lanes. By default (and in CI) x86, x86-asan and fuzz run; BNORM_LANES=all adds
-# the Arm lanes and the agreement table (not yet validated from a fresh clone within
-# CI's time), and BNORM_LANES picks any subset, e.g. BNORM_LANES="x86 aarch64":
+# the Arm lanes and the agreement table (opt-in until a fresh clone's full run passes
+# within CI's time: the last one, docs/cross-isa.md, had errors_test hanging on a64fx),
+# and BNORM_LANES picks any subset, e.g. BNORM_LANES="x86 aarch64":
 #   x86           build/ (BNORM_BUILD_DIR), g++, release
 #   x86-asan      build-asan/, AddressSanitizer + UndefinedBehaviorSanitizer, halting
 #                 on the first finding
 #   aarch64       build-aarch64/, cross g++ (cross/aarch64-linux-gnu.ini), the suite
 #                 under qemu-aarch64 once per emulated CPU: cortex-a72 (NEON), a64fx
 #                 (SVE 512-bit), max (SVE2 512-bit), max with 256-bit SVE (SVE_256),
-#                 max with 128-bit SVE (SVE2_128); each asserts that target dispatched
+#                 max with 128-bit SVE (SVE2_128); each asserts that target dispatched;
+#                 BNORM_TEST_QUICK=1 (smaller shape sets in the tests heavy under qemu)
 #   aarch64-asan  build-aarch64-asan/, ASan + UBSan under qemu on one CPU
-#                 (BNORM_ASAN_CPU, default cortex-a72)
+#                 (BNORM_ASAN_CPU, default cortex-a72), BNORM_TEST_QUICK=1
 #   fuzz          test/fuzz/run_fuzz.sh: libFuzzer (clang-14, ASan + UBSan) on the C
 #                 API for BNORM_FUZZ_SECONDS (default 60) seconds
 #   agreement     tools/merge_check.py over the `bnorm check` reports of x86 and every
 #                 emulated CPU: build-cross-isa/agreement.md (see docs/cross-isa.md)
 # A lane that fails to configure or build counts as one failed test per run it would
-# have made. The Arm lanes install g++-aarch64-linux-gnu, qemu-user and the arm64
+# have made. The summary gives each lane's seconds (build included) and the total.
+# The Arm lanes install g++-aarch64-linux-gnu, qemu-user and the arm64
 # multiarch libraries (dpkg --add-architecture arm64) when missing.
 set -euo pipefail
 
