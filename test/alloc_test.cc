@@ -356,17 +356,10 @@ namespace {
 // ---------------------------------------------------------------------------------
 // The calls.
 
-// Whether the suite runs under an emulator (BNORM_TEST_QUICK=1, set for cross builds):
-// fewer calls and smaller threaded shapes.
-bool Quick() {
-  const char* env = std::getenv("BNORM_TEST_QUICK");
-  return env && *env && std::strcmp(env, "0") != 0;
-}
-
 // Calls per operation counted after the warm-up (BNORM_ALLOC_CALLS overrides).
 int Calls() {
   const char* env = std::getenv("BNORM_ALLOC_CALLS");
-  return env && std::atoi(env) > 0 ? std::atoi(env) : Quick() ? 5 : 100;
+  return env && std::atoi(env) > 0 ? std::atoi(env) : QuickRun() ? 5 : 100;
 }
 
 // Every buffer the operations read and write, for one shape.
@@ -469,7 +462,7 @@ const Op kOps[] = {
 // flat periods (8x64x1024, 4x3x100000) and in tiles of wide rows (64x1500x1).
 // Quick: the small ones, NCHW fused planes / NHWC flat rows (2x77x1000) and tiled rows.
 std::vector<bnorm_shape> AllocShapes(bnorm_layout layout) {
-  if (Quick()) {
+  if (QuickRun()) {
     return {Shape(1, 1, 2, layout), Shape(2, 3, 5, layout), Shape(2, 1000, 3, layout),
             Shape(2, 77, 1000, layout), Shape(64, 1500, 1, layout)};
   }

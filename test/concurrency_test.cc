@@ -20,13 +20,7 @@ namespace {
 
 constexpr int kThreads = 8;
 
-// Under an emulator (BNORM_TEST_QUICK=1, set for cross builds): fewer rounds and only
-// the smaller threaded shapes.
-bool Quick() {
-  const char* env = std::getenv("BNORM_TEST_QUICK");
-  return env && *env && std::strcmp(env, "0") != 0;
-}
-int Rounds() { return Quick() ? 2 : 12; }
+int Rounds() { return QuickRun() ? 2 : 12; }
 
 // The inputs of every operation for one shape (each thread gets its own, seeded by the
 // thread index).
@@ -132,7 +126,7 @@ std::string Compare(const Outputs& got, const Outputs& want) {
 // fused per channel and chunked (count > 256K), NCHW short planes as rows, NHWC rows in
 // flat periods and in tiles. Then small ones, which run on the calling thread.
 std::vector<bnorm_shape> ThreadedShapes() {
-  if (Quick()) {
+  if (QuickRun()) {
     return {Shape(2, 64, 1024, bnorm_nchw), Shape(2, 77, 1000, bnorm_nhwc),
             Shape(64, 1500, 1, bnorm_nhwc), Shape(2, 77, 1000, bnorm_nchw)};
   }

@@ -17,19 +17,12 @@ namespace bnorm {
 namespace test {
 namespace {
 
-// Whether the suite runs under an emulator (BNORM_TEST_QUICK=1: tools/run.sh sets it
-// in its qemu lanes, test/meson.build for the embedding tests of cross builds).
-bool Quick() {
-  const char* env = std::getenv("BNORM_TEST_QUICK");
-  return env && *env && std::strcmp(env, "0") != 0;
-}
-
 // The shapes: LargeShapes(), or, quick, the same work plans at a fifth of the values,
 // each still cut into at least two items per chunked dimension: fused NCHW planes in 2
 // chunks and over kFuseValues per channel in 5, many single-chunk planes, rows in flat
 // periods (NCHW spatial 9, NHWC) and in tiles (NCHW spatial 20, NHWC), 2 chunks each.
 std::vector<bnorm_shape> DeterminismShapes() {
-  if (!Quick()) return LargeShapes();
+  if (!QuickRun()) return LargeShapes();
   return {Shape(1, 3, 70001, bnorm_nchw),  Shape(1, 2, 262147, bnorm_nchw),
           Shape(2, 32, 1500, bnorm_nchw),  Shape(2117, 7, 9, bnorm_nchw),
           Shape(145, 50, 20, bnorm_nchw),  Shape(2, 77, 1000, bnorm_nhwc),
@@ -38,7 +31,7 @@ std::vector<bnorm_shape> DeterminismShapes() {
 
 // Arena sizes: 1..4 and 4 again; quick, 1, 3 and 4.
 std::vector<int> ThreadCounts() {
-  if (Quick()) return {1, 3, 4};
+  if (QuickRun()) return {1, 3, 4};
   return {1, 2, 3, 4, 4};
 }
 
@@ -140,7 +133,7 @@ TEST_CASE("determinism: concurrent calls from several threads") {
   tbb::global_control allow(tbb::global_control::max_allowed_parallelism, 4);
   // Quick: 2 chunks of NHWC rows instead of 6, and the NCHW planes at half the values.
   const std::vector<bnorm_shape> shapes =
-      Quick() ? std::vector<bnorm_shape>{Shape(2, 77, 1000, bnorm_nhwc), Shape(2, 3, 20000, bnorm_nchw)}
+      QuickRun() ? std::vector<bnorm_shape>{Shape(2, 77, 1000, bnorm_nhwc), Shape(2, 3, 20000, bnorm_nchw)}
               : std::vector<bnorm_shape>{Shape(2, 77, 5000, bnorm_nhwc), Shape(4, 3, 20000, bnorm_nchw)};
   for (const bnorm_shape& s : shapes) {
     INFO("shape ", ShapeString(s));

@@ -17,20 +17,13 @@ namespace bnorm {
 namespace test {
 namespace {
 
-// Whether the suite runs under an emulator (BNORM_TEST_QUICK=1: tools/run.sh sets it
-// in its qemu lanes, test/meson.build for the embedding tests of cross builds).
-bool Quick() {
-  const char* env = std::getenv("BNORM_TEST_QUICK");
-  return env && *env && std::strcmp(env, "0") != 0;
-}
-
 // Quick: the same work plans and edge cases at about a third of the values: fused
 // planes (serial), chunked planes (fused, 2 chunks, threaded; over kFuseValues per
 // channel, 5 chunks), rows in flat periods of 16 rows (NCHW spatial 9, NHWC c = 5;
 // 2 chunks, the second with full periods and leftover rows), rows in tiles (NCHW
 // spatial 20, NHWC c = 1100: 2 tiles, 2 chunks), spatial 1 as rows, small NHWC.
 std::vector<bnorm_shape> SliceShapes() {
-  if (Quick()) {
+  if (QuickRun()) {
     return {Shape(3, 5, 1000, bnorm_nchw),   Shape(1, 3, 70001, bnorm_nchw),
             Shape(1, 2, 262147, bnorm_nchw), Shape(2117, 7, 9, bnorm_nchw),
             Shape(145, 50, 20, bnorm_nchw),  Shape(64, 33, 1, bnorm_nchw),

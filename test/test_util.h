@@ -112,7 +112,8 @@ inline std::vector<std::string> SplitNames(const char* list) { return TargetName
 inline std::vector<std::string> SupportedTargets() { return SplitNames(bnorm_supported_targets()); }
 
 // Whether the suite runs under an emulator (BNORM_TEST_QUICK set and not "0": tools/run.sh
-// sets it in its qemu lanes): tests then use fewer and smaller shapes of the same plans.
+// sets it in its qemu lanes, test/meson.build for the embedding tests of cross builds):
+// tests then use fewer calls and smaller shapes of the same work plans.
 inline bool QuickRun() {
   const char* env = std::getenv("BNORM_TEST_QUICK");
   return env != nullptr && *env != 0 && std::strcmp(env, "0") != 0;

@@ -73,13 +73,7 @@ int ThreadCount() {
   return n;
 }
 
-// Under an emulator (BNORM_TEST_QUICK=1, set for cross builds): smaller shapes, fewer
-// repetitions.
-bool Quick() {
-  const char* env = std::getenv("BNORM_TEST_QUICK");
-  return env && *env && std::strcmp(env, "0") != 0;
-}
-int Repeats() { return Quick() ? 1 : 5; }
+int Repeats() { return QuickRun() ? 1 : 5; }
 
 // Buffers for every operation on one shape.
 struct Data {
@@ -131,7 +125,7 @@ int RunOps(Data& d, unsigned flags) {
 // NCHW planes in chunks, NHWC rows (quick: fused planes and rows only).
 std::vector<Data> ThreadedData() {
   std::vector<Data> data;
-  if (Quick()) {
+  if (QuickRun()) {
     data.emplace_back(Shape(2, 64, 1024, bnorm_nchw));
     data.emplace_back(Shape(64, 1500, 1, bnorm_nhwc));
     return data;
@@ -230,7 +224,7 @@ TEST_CASE("threads: an arena of 1 thread runs bnorm on that thread only") {
 
 TEST_CASE("threads: results do not depend on the arena") {
   // The same bits in an arena of 1, of 2, the default arena and with BNORM_SERIAL.
-  const bnorm_shape s = Quick() ? Shape(64, 1500, 1, bnorm_nhwc) : Shape(4, 3, 100000, bnorm_nhwc);
+  const bnorm_shape s = QuickRun() ? Shape(64, 1500, 1, bnorm_nhwc) : Shape(4, 3, 100000, bnorm_nhwc);
   Data base(s);
   auto run = [&](unsigned flags) {
     Data d = base;
