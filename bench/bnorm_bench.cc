@@ -196,17 +196,7 @@ void BM_Dnnl(benchmark::State& state, const Case& c, bool blocked) {
 #endif  // BNORM_HAVE_DNNL
 
 // Returns the compiled targets, best first.
-std::vector<std::string> CompiledTargets() {
-  std::vector<std::string> targets;
-  const std::string list = bnorm_compiled_targets();
-  size_t pos = 0;
-  while (pos < list.size()) {
-    const size_t end = std::min(list.find(' ', pos), list.size());
-    if (end > pos) targets.push_back(list.substr(pos, end - pos));
-    pos = end + 1;
-  }
-  return targets;
-}
+std::vector<std::string> CompiledTargets() { return TargetNames(bnorm_compiled_targets()); }
 
 // Registers the suite. Names: op/layout/NxCxS/implementation/cache, where the
 // implementation is "best" (the library's choice), a target name, or "onednn". Per

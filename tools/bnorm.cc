@@ -1,6 +1,7 @@
 // The bnorm command-line tool: `bnorm info` (machine and targets), `bnorm check`
 // (every target against the float64 reference), `bnorm bench` (GB/s vs. the roofline).
 #include "bnorm/bnorm.h"
+#include "bnorm/bnorm.hpp"
 
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/task_arena.h>
@@ -178,7 +179,7 @@ int Main(int argc, char** argv) {
         std::string name = args.Value(opt);
         for (char& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
         bool supported = false;
-        for (const std::string& t : TargetList(bnorm_supported_targets())) supported |= t == name;
+        for (const std::string& t : TargetNames(bnorm_supported_targets())) supported |= t == name;
         if (!supported)
           throw UsageError{"--target: '" + name + "' is not supported (" + KnownTargets() + ")"};
         options.targets.push_back(name);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bnorm/bnorm.h"
+#include "bnorm/bnorm.hpp"
 #include "test/reference.h"
 #include "tools/cli_util.h"
 
@@ -953,9 +954,9 @@ inline int RunCheck(const CheckOptions& options) {
   // every supported one. A named target the CPU lacks is reported as not dispatched.
   const char* env_targets = std::getenv("BNORM_CHECK_TARGETS");
   std::vector<std::string> names = options.targets;
-  if (names.empty() && env_targets != nullptr) names = TargetList(env_targets);
+  if (names.empty() && env_targets != nullptr) names = TargetNames(env_targets);
   const bool selected = !names.empty();
-  if (!selected) names = TargetList(bnorm_supported_targets());
+  if (!selected) names = TargetNames(bnorm_supported_targets());
   std::printf("bnorm check: %s\n", CpuModel().c_str());
   std::printf(
       "targets: %s (supported: %s)\n",

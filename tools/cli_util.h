@@ -49,11 +49,6 @@ inline int64_t ParseInt(const std::string& text, const std::string& what, int64_
   return value;
 }
 
-// Returns the space-separated target names of a bnorm target list.
-inline std::vector<std::string> TargetList(const char* list) {
-  return Split(list ? list : "", ' ');
-}
-
 // Returns the CPU model from /proc/cpuinfo ("model name", or the Arm implementer and
 // part), or "unknown".
 inline std::string CpuModel() {

@@ -4,6 +4,7 @@
 #ifndef BNORM_BNORM_HPP_
 #define BNORM_BNORM_HPP_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -134,7 +135,7 @@ inline std::string SupportedTargets() { return bnorm_supported_targets(); }
 inline std::vector<std::string> TargetNames(const std::string& list) {
   std::vector<std::string> names;
   for (size_t i = 0; i < list.size();) {
-    const size_t end = list.find(' ', i) == std::string::npos ? list.size() : list.find(' ', i);
+    const size_t end = std::min(list.find(' ', i), list.size());
     if (end > i) names.push_back(list.substr(i, end - i));
     i = end + 1;
   }

@@ -18,6 +18,11 @@ HWY_INLINE VF MaskedDy(DF d, VF dy, bool relu, LoadY load_y) {
   return relu ? hn::IfThenZeroElse(hn::Le(load_y(), hn::Zero(d)), dy) : dy;
 }
 
+// Returns h + g * xc, the lanes where g or xc is denormal through float64.
+HWY_INLINE VF AddProduct(DF d, VF g, VF xc, VF h) {
+  return MulAddLanes(d, g, xc, h, hn::Or(Denormal(d, g), Denormal(d, xc)));
+}
+
 // Returns dx = k_dy * g + (k_xc * xc + k_0); the lanes where g or xc is denormal go
 // through float64.
 HWY_INLINE VF Dx(DF d, VF g, VF xc, VF k_dy, VF k_xc, VF k_0) {
@@ -65,7 +70,7 @@ void BackwardSumsPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
                                [&] { return LoadPart(d, py + i, valid, 1.0f); });
         const VF xc = hn::Sub(LoadPart(d, px + i, valid, mean), vmean);
         g = hn::Add(g, gi);
-        h = MulAddLanes(d, gi, xc, h, hn::Or(Denormal(d, gi), Denormal(d, xc)));
+        h = AddProduct(d, gi, xc, h);
       };
       Visit4(
           d, len,
@@ -137,7 +142,7 @@ HWY_INLINE void ColumnGrad1(DF d, const T* HWY_RESTRICT px, const T* HWY_RESTRIC
                            [&] { return LoadPart(d, py + o, valid, 1.0f); });
     const VF xc = hn::Sub(LoadPart(d, px + o, valid, 0.0f), mean);
     a = hn::Add(a, gi);
-    b = MulAddLanes(d, gi, xc, b, hn::Or(Denormal(d, gi), Denormal(d, xc)));
+    b = AddProduct(d, gi, xc, b);
   }
   hn::Store(a, d, g);
   hn::Store(b, d, h);
@@ -160,8 +165,8 @@ HWY_INLINE void ColumnGrad2(DF d, const T* HWY_RESTRICT px, const T* HWY_RESTRIC
     a1 = hn::Add(a1, g1);
     const VF xc0 = hn::Sub(LoadAs(d, px + o), mean0);
     const VF xc1 = hn::Sub(LoadAs(d, px + o + N), mean1);
-    b0 = MulAddLanes(d, g0, xc0, b0, hn::Or(Denormal(d, g0), Denormal(d, xc0)));
-    b1 = MulAddLanes(d, g1, xc1, b1, hn::Or(Denormal(d, g1), Denormal(d, xc1)));
+    b0 = AddProduct(d, g0, xc0, b0);
+    b1 = AddProduct(d, g1, xc1, b1);
   }
   hn::Store(a0, d, g);
   hn::Store(a1, d, g + N);

@@ -37,9 +37,10 @@ detail::Moments ExactMoments(double count, ForEach for_each) {
 }
 
 // Returns the float64 two-pass moments of block [b0, b1) of an NCHW channel, whole
-// vectors widened to float64 and tails one value at a time. For blocks of tiny values:
-// float32 sums of denormals take x86 microcode assists (~150 cycles each; e.g. two
-// denormals adding up to a normal number), which made moments 2.5x slower.
+// vectors widened to float64 and tails one value at a time. For blocks whose float32
+// sums overflowed, and for blocks of tiny values: float32 sums of denormals take x86
+// microcode assists (~150 cycles each; e.g. two denormals adding up to a normal
+// number), which made moments 2.5x slower.
 template <typename T>
 detail::Moments WideBlockPlane(const detail::Plane<const T>& x, int64_t b0, int64_t b1) {
   const double count = static_cast<double>(b1 - b0);
@@ -149,13 +150,8 @@ detail::Moments BlockPlane(const detail::Plane<const T>& x, int64_t b0, int64_t 
   });
   const VF s1 = hn::Add(hn::Add(s1a, s1b), hn::Add(s1c, s1d));
   const VF s2 = hn::Add(hn::Add(s2a, s2b), hn::Add(s2c, s2d));
-  return FinishBlock(count, m, SumLanes(d, s1), SumLanes(d, s2), [&] {
-    return ExactMoments(count, [&](auto fn) {
-      ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
-        for (size_t i = 0; i < len; ++i) fn(detail::ToFloat(base[off + i]));
-      });
-    });
-  });
+  return FinishBlock(count, m, SumLanes(d, s1), SumLanes(d, s2),
+                     [&] { return WideBlockPlane(x, b0, b1); });
 }
 
 template <typename T>
