@@ -402,6 +402,85 @@ TEST_CASE("half: bit-identical threaded, serial and from channel slices") {
   CheckDeterminismAndSlices<F16>();
 }
 
+// Outputs of at least 8 MiB go out with non-temporal stores, whole vectors after a
+// head that aligns them (two float32 vectors narrowed per store for halves). Every
+// output here starts one element past an aligned address, so the head is never empty;
+// the float32 outputs (which stream too) are held to the float64 reference, the
+// halves to them rounded once. Under an emulator, affine and backward only.
+template <typename H>
+void CheckLargeOutputs(const bnorm_shape& s) {
+  using T = typename H::T;
+  std::mt19937 rng = Rng(s, 33);
+  const HalfTensor<H> x = ToHalf<H>(RandomTensor(s, rng));
+  const HalfTensor<H> dy = ToHalf<H>(RandomTensor(s, rng, 1.0));
+  const std::vector<float> gamma = RandomSigned(s.c, rng, 0.5, 2), beta = RandomVec(s.c, rng, -1, 1);
+  const std::vector<float> mean = RandomVec(s.c, rng, -1, 1), var = RandomVec(s.c, rng, 0.5, 2);
+  const size_t e = x.h.size(), c = static_cast<size_t>(s.c);
+  REQUIRE(e * sizeof(T) >= (size_t{8} << 20));
+  const ref::Output want_affine = ref::Affine(s, x.f.data(), gamma.data(), beta.data(), true);
+  std::vector<T> yh_buf(e + 1), dxh_buf(e + 1);
+  std::vector<float> y_buf(e + 1), dx_buf(e + 1);
+  T* yh = yh_buf.data() + 1;
+  T* dxh = dxh_buf.data() + 1;
+  float* y = y_buf.data() + 1;
+  float* dx = dx_buf.data() + 1;
+  const auto rounded = [&](const char* what, const T* got, const float* want) {
+    CheckRounded<H>(what, s, std::vector<T>(got, got + e), want);
+  };
+  ForEachTarget([&](const std::string&) {
+    INFO(H::kName, " ", ShapeString(s));
+    REQUIRE(bnorm_affine_f32(&s, x.f.data(), y, gamma.data(), beta.data(), BNORM_FUSE_RELU) ==
+            bnorm_success);
+    CheckTensor("affine y (float32)", s, y, want_affine, kOutUlps);
+    REQUIRE(Api<H>::affine(&s, x.h.data(), yh, gamma.data(), beta.data(), BNORM_FUSE_RELU) ==
+            bnorm_success);
+    rounded("affine y", yh, y);
+    std::vector<float> sm(c), si(c);
+    REQUIRE(Api<H>::moments(&s, x.h.data(), sm.data(), si.data()) == bnorm_success);
+    for (size_t ch = 0; ch < c; ++ch) si[ch] = 1.0f / std::sqrt(si[ch] + 1e-5f);
+    if (!QuickRun()) {
+      REQUIRE(bnorm_forward_inference_f32(&s, x.f.data(), y, gamma.data(), beta.data(),
+                                          mean.data(), var.data(), 1e-5f, 0) == bnorm_success);
+      CheckTensor("inference y (float32)", s, y,
+                  ref::ForwardInference(s, x.f.data(), gamma.data(), beta.data(), mean.data(),
+                                        var.data(), 1e-5, false),
+                  kOutUlps);
+      REQUIRE(Api<H>::forward_inference(&s, x.h.data(), yh, gamma.data(), beta.data(),
+                                        mean.data(), var.data(), 1e-5f, 0) == bnorm_success);
+      rounded("inference y", yh, y);
+      std::vector<float> m32(c), i32(c);
+      REQUIRE(bnorm_forward_training_f32(&s, x.f.data(), y, gamma.data(), beta.data(), 1e-5f,
+                                         0.1f, nullptr, nullptr, m32.data(), i32.data(),
+                                         0) == bnorm_success);
+      REQUIRE(Api<H>::forward_training(&s, x.h.data(), yh, gamma.data(), beta.data(), 1e-5f,
+                                       0.1f, nullptr, nullptr, sm.data(), si.data(),
+                                       0) == bnorm_success);
+      rounded("training y", yh, y);
+      CheckSameBits("saved_invstd vs _f32", si.data(), i32.data(), c);
+    }
+    std::vector<float> dg(c), db(c), dg32(c), db32(c);
+    REQUIRE(bnorm_backward_f32(&s, x.f.data(), dy.f.data(), sm.data(), si.data(), gamma.data(),
+                               nullptr, dx, dg32.data(), db32.data(), 0) == bnorm_success);
+    CheckTensor("dx (float32)", s, dx,
+                ref::Backward(s, x.f.data(), dy.f.data(), sm.data(), si.data(), gamma.data(),
+                              nullptr, false)
+                    .dx,
+                kOutUlps);
+    REQUIRE(Api<H>::backward(&s, x.h.data(), dy.h.data(), sm.data(), si.data(), gamma.data(),
+                             nullptr, dxh, dg.data(), db.data(), 0) == bnorm_success);
+    rounded("dx", dxh, dx);
+    CheckSameBits("dgamma vs _f32", dg.data(), dg32.data(), c);
+  });
+}
+
+TEST_CASE("half: outputs of 8 MiB and more (non-temporal stores)") {
+  // 4.2M values: NCHW planes of odd length; NHWC rows of 37 channels.
+  for (const bnorm_shape& s : {Shape(2, 3, 700003, bnorm_nchw), Shape(3, 37, 37801, bnorm_nhwc)}) {
+    CheckLargeOutputs<BF16>(s);
+    CheckLargeOutputs<F16>(s);
+  }
+}
+
 TEST_CASE("half: bad arguments are refused, outputs untouched, messages name them") {
   const bnorm_shape s = Shape(2, 3, 5, bnorm_nchw);
   std::vector<bnorm_bf16> x(30, bnorm_bf16{0x3f80}), y(30, bnorm_bf16{0x1234});

@@ -175,6 +175,21 @@ HWY_INLINE uint16_t* Bits(T* p) {
   return reinterpret_cast<uint16_t*>(p);
 }
 
+// Prefetches the line kPrefetchBytes past p, for the loops that read halves front to
+// back. Out of cache, a loop with more work per byte than a copy (widening halves, the
+// denormal test) otherwise stalls on every line it misses: measured on Sapphire
+// Rapids, a bf16 affine pass took the sum of its compute and its memory time (8.7
+// GB/s on one core) and reached 13.4 GB/s with this prefetch; bnorm's bf16 and f16
+// operations became 1.1-1.9x faster out of cache. float32 loops do not gain (A/B over
+// the benchmark shapes: geomean 1.00, from 0.88 to 1.08), so they do not prefetch.
+// Narrowing two vectors per store (one permute per 32 bf16 values) measured 5% slower.
+// A prefetch never faults, so one past the end of a tensor is harmless.
+constexpr uintptr_t kPrefetchBytes = 2048;
+template <typename T>
+HWY_INLINE void PrefetchAhead(const T* p) {
+  hwy::Prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + kPrefetchBytes));
+}
+
 // Returns Lanes(d) values from p as float32.
 template <class D>
 HWY_INLINE hn::Vec<D> LoadAs(D d, const float* HWY_RESTRICT p) {
@@ -182,6 +197,7 @@ HWY_INLINE hn::Vec<D> LoadAs(D d, const float* HWY_RESTRICT p) {
 }
 template <class D, typename T>
 HWY_INLINE hn::Vec<D> LoadAs(D d, const T* HWY_RESTRICT p) {
+  PrefetchAhead(p);
   return Widen(d, T(), hn::LoadU(DU16<D>(), Bits(p)));
 }
 
@@ -207,7 +223,7 @@ HWY_INLINE void StoreAs(D d, hn::Vec<D> v, T* HWY_RESTRICT p) {
 template <class D, typename T>
 HWY_INLINE void StorePart(D d, hn::Vec<D> v, T* HWY_RESTRICT p, size_t count) {
   if (count == hn::Lanes(d)) return StoreAs(d, v, p);
-  HWY_ALIGN uint16_t buf[kMaxLanes];
+  HWY_ALIGN uint16_t buf[kMaxLanes] = {};  // (initialized: g++ 12 cannot tell count <= Lanes)
   hn::Store(Narrow(d, T(), v), DU16<D>(), buf);
   for (size_t i = 0; i < count; ++i) Bits(p)[i] = buf[i];
 }
