@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <strings.h>
 
@@ -94,6 +95,19 @@ std::atomic<int64_t>& Active() {
 }  // namespace
 
 int64_t ActiveTargetBit() { return Active().load(std::memory_order_relaxed); }
+
+bool NativeBF16() {
+  static const bool native = [] {
+    const char* env = std::getenv("BNORM_NATIVE_BF16");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+#if HWY_ARCH_X86 && (defined(__GNUC__) || defined(__clang__))
+    return __builtin_cpu_supports("avx512bf16") != 0;
+#else
+    return false;
+#endif
+  }();
+  return native;
+}
 
 }  // namespace detail
 }  // namespace bnorm

@@ -14,6 +14,11 @@ namespace detail {
 // the first call reads BNORM_TARGET.
 int64_t ActiveTargetBit();
 
+// Whether the AVX3 kernels narrow float32 to bfloat16 with the CPU's VCVTNEPS2BF16
+// (AVX512_BF16: Cooper Lake, Sapphire Rapids, Zen 4), unless BNORM_NATIVE_BF16=0.
+// Read once.
+bool NativeBF16();
+
 // Returns the index into an HWY_EXPORT table for `target` (a single Highway target
 // bit). `compiled` must be the caller's HWY_CHOSEN_TARGET_MASK_TARGETS, because the
 // table layout is that of the calling translation unit.
