@@ -406,18 +406,18 @@ TEST_CASE("half: bit-identical threaded, serial and from channel slices") {
 // head that aligns them (two float32 vectors narrowed per store for halves). Every
 // output here starts one element past an aligned address, so the head is never empty;
 // the float32 outputs (which stream too) are held to the float64 reference, the
-// halves to them rounded once. Under an emulator, affine and backward only.
+// halves to them rounded once. Under an emulator (where one such call takes seconds),
+// bf16 affine on the NCHW shape only, against the float32 output.
 template <typename H>
 void CheckLargeOutputs(const bnorm_shape& s) {
   using T = typename H::T;
   std::mt19937 rng = Rng(s, 33);
   const HalfTensor<H> x = ToHalf<H>(RandomTensor(s, rng));
-  const HalfTensor<H> dy = ToHalf<H>(RandomTensor(s, rng, 1.0));
   const std::vector<float> gamma = RandomSigned(s.c, rng, 0.5, 2), beta = RandomVec(s.c, rng, -1, 1);
   const std::vector<float> mean = RandomVec(s.c, rng, -1, 1), var = RandomVec(s.c, rng, 0.5, 2);
+  const HalfTensor<H> dy = QuickRun() ? HalfTensor<H>{} : ToHalf<H>(RandomTensor(s, rng, 1.0));
   const size_t e = x.h.size(), c = static_cast<size_t>(s.c);
   REQUIRE(e * sizeof(T) >= (size_t{8} << 20));
-  const ref::Output want_affine = ref::Affine(s, x.f.data(), gamma.data(), beta.data(), true);
   std::vector<T> yh_buf(e + 1), dxh_buf(e + 1);
   std::vector<float> y_buf(e + 1), dx_buf(e + 1);
   T* yh = yh_buf.data() + 1;
@@ -431,14 +431,16 @@ void CheckLargeOutputs(const bnorm_shape& s) {
     INFO(H::kName, " ", ShapeString(s));
     REQUIRE(bnorm_affine_f32(&s, x.f.data(), y, gamma.data(), beta.data(), BNORM_FUSE_RELU) ==
             bnorm_success);
-    CheckTensor("affine y (float32)", s, y, want_affine, kOutUlps);
     REQUIRE(Api<H>::affine(&s, x.h.data(), yh, gamma.data(), beta.data(), BNORM_FUSE_RELU) ==
             bnorm_success);
     rounded("affine y", yh, y);
+    if (QuickRun()) return;
+    CheckTensor("affine y (float32)", s, y, ref::Affine(s, x.f.data(), gamma.data(), beta.data(), true),
+                kOutUlps);
     std::vector<float> sm(c), si(c);
     REQUIRE(Api<H>::moments(&s, x.h.data(), sm.data(), si.data()) == bnorm_success);
     for (size_t ch = 0; ch < c; ++ch) si[ch] = 1.0f / std::sqrt(si[ch] + 1e-5f);
-    if (!QuickRun()) {
+    {
       REQUIRE(bnorm_forward_inference_f32(&s, x.f.data(), y, gamma.data(), beta.data(),
                                           mean.data(), var.data(), 1e-5f, 0) == bnorm_success);
       CheckTensor("inference y (float32)", s, y,
@@ -475,10 +477,11 @@ void CheckLargeOutputs(const bnorm_shape& s) {
 
 TEST_CASE("half: outputs of 8 MiB and more (non-temporal stores)") {
   // 4.2M values: NCHW planes of odd length; NHWC rows of 37 channels.
-  for (const bnorm_shape& s : {Shape(2, 3, 700003, bnorm_nchw), Shape(3, 37, 37801, bnorm_nhwc)}) {
-    CheckLargeOutputs<BF16>(s);
-    CheckLargeOutputs<F16>(s);
-  }
+  CheckLargeOutputs<BF16>(Shape(2, 3, 700003, bnorm_nchw));
+  if (QuickRun()) return;
+  CheckLargeOutputs<F16>(Shape(2, 3, 700003, bnorm_nchw));
+  CheckLargeOutputs<BF16>(Shape(3, 37, 37801, bnorm_nhwc));
+  CheckLargeOutputs<F16>(Shape(3, 37, 37801, bnorm_nhwc));
 }
 
 TEST_CASE("half: bad arguments are refused, outputs untouched, messages name them") {

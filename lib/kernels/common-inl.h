@@ -207,6 +207,7 @@ HWY_INLINE hn::Vec<DU16<D>> Narrow(D d, bnorm_f16, hn::Vec<D> v) {
                      hn::IfThenElse(hn::Gt(hn::Set(du, 113u << 23), f), sub, normal), inf_nan);
   return hn::DemoteTo(DU16<D>(), hn::BitCast(di, hn::Or(r, hn::ShiftRight<16>(sign))));
 #else
+  (void)d;
   const hn::Rebind<hwy::float16_t, D> dh;
   return hn::BitCast(DU16<D>(), hn::DemoteTo(dh, v));
 #endif
