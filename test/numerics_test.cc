@@ -539,6 +539,36 @@ bool NearDenormal(double got, double value, double mag, double k, double units =
   return std::fabs(got - value) <= k * ref::kUlp * mag + units * std::ldexp(1.0, -149);
 }
 
+TEST_CASE("numerics: denormal data with an infinite shift gives Inf (the float64 path)") {
+  // Lanes with a denormal operand are evaluated in float64 and rounded back; the rounding
+  // must give +-Inf for +-Inf (Highway 1.0.3's scalar and emu128 DemoteTo give +-FLT_MAX;
+  // a fuzz finding on EMU128).
+  const float kDenorm = std::numeric_limits<float>::denorm_min();
+  const float kMax = std::numeric_limits<float>::max();
+  for (bnorm_layout layout : kLayouts) {
+    const bnorm_shape s = Shape(2, 4, 19, layout);
+    std::vector<float> x(ref::Elements(s));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7 + 1) * kDenorm;
+    const std::vector<float> scale = {1.0f, 1.0f, 1e30f, -1.0f};
+    const std::vector<float> shift = {kInf, -kInf, kMax, kMax};
+    const ref::Output want = ref::Affine(s, x.data(), scale.data(), shift.data(), false);
+    ForEachTarget([&](const std::string&) {
+      std::vector<float> y(x.size(), 0.0f);
+      REQUIRE(bnorm_affine_f32(&s, x.data(), y.data(), scale.data(), shift.data(), 0) ==
+              bnorm_success);
+      int64_t bad = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        // float64 x * scale + shift rounded once to float32 (FLT_MAX + tiny stays FLT_MAX).
+        const float expect = static_cast<float>(want.value[i]);
+        if (Bits(y[i]) != Bits(expect) && bad++ < kMaxReports)
+          FAIL_CHECK("y at " << Where(s, static_cast<int64_t>(i)) << ": " << Fmt(y[i]) << " ("
+                             << Hex(y[i]) << "), want " << Fmt(expect));
+      }
+      CHECK_MESSAGE(bad == 0, bad << " outputs are not x * scale + shift rounded once");
+    });
+  }
+}
+
 TEST_CASE("numerics: denormal inputs give correct results (not flushed to zero)") {
   const float kMinNormal = std::numeric_limits<float>::min();      // 2^-126
   const float kDenorm = std::numeric_limits<float>::denorm_min();  // 2^-149

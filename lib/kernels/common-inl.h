@@ -305,17 +305,34 @@ HWY_INLINE hn::Vec<D> Relu(D d, hn::Vec<D> v) {
   return hn::IfThenZeroElse(hn::Lt(v, hn::Zero(d)), v);
 }
 
+// Returns the float64 lanes of v (tag dd) rounded to float32 (tag d, as many lanes) as
+// IEEE says: overflow and +-Inf give +-Inf. Highway 1.0.3's emulated DemoteTo (scalar,
+// emu128) returns +-FLT_MAX for both, so those targets convert lane by lane in C++.
+template <class D, class DD>
+HWY_INLINE hn::Vec<D> DemoteF64(D d, DD dd, hn::Vec<DD> v) {
+#if HWY_TARGET == HWY_SCALAR || HWY_TARGET == HWY_EMU128
+  HWY_ALIGN double wide[kMaxLanes];
+  HWY_ALIGN float narrow[kMaxLanes] = {};
+  hn::Store(v, dd, wide);
+  for (size_t i = 0; i < hn::Lanes(dd); ++i) narrow[i] = static_cast<float>(wide[i]);
+  return hn::Load(d, narrow);
+#else
+  (void)dd;
+  return hn::DemoteTo(d, v);
+#endif
+}
+
 // Returns fn(dd, v...) evaluated on float64 vectors (dd their tag) and rounded to float32.
 template <class D, class Fn, class... V>
 HWY_INLINE hn::Vec<D> Wide(D d, Fn fn, V... v) {
 #if HWY_TARGET == HWY_SCALAR
   const hn::Rebind<double, D> dd;
-  return hn::DemoteTo(d, fn(dd, hn::PromoteTo(dd, v)...));
+  return DemoteF64(d, dd, fn(dd, hn::PromoteTo(dd, v)...));
 #else
   const hn::Half<D> dh;
   const hn::Rebind<double, decltype(dh)> dd;
-  const auto lo = hn::DemoteTo(dh, fn(dd, hn::PromoteTo(dd, hn::LowerHalf(dh, v))...));
-  const auto hi = hn::DemoteTo(dh, fn(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, v))...));
+  const auto lo = DemoteF64(dh, dd, fn(dd, hn::PromoteTo(dd, hn::LowerHalf(dh, v))...));
+  const auto hi = DemoteF64(dh, dd, fn(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, v))...));
   return hn::Combine(d, hi, lo);
 #endif
 }
