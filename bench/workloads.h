@@ -8,6 +8,7 @@
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -23,6 +24,12 @@ namespace workload {
 
 enum class Op { kMoments, kInference, kAffine, kTraining, kBackward };
 constexpr Op kAllOps[] = {Op::kInference, Op::kAffine, Op::kTraining, Op::kBackward, Op::kMoments};
+
+// A timing of one library that follows calls of another waits this long first: the
+// other's idle threads spin after a call (oneDNN's OpenMP threads, libgomp: tens of
+// milliseconds; oneTBB's: briefly) and, on a machine with as many threads as CPUs,
+// take a CPU from the timed calls (seen: bnorm at half speed right after oneDNN).
+constexpr std::chrono::milliseconds kPeerSettle{100};
 
 inline const char* OpName(Op op) {
   switch (op) {

@@ -77,24 +77,29 @@ inline std::string DnnlVersion() {
 #endif
 }
 
-// Times `reps` rounds of `runs`, each run on its own buffer sets (counted from
-// *next_set on, so that a cold rotation goes on), after 2 warm-up calls of each.
-// Interleaving spreads any drift of the machine (other load) evenly over the runs. With
-// several runs, each timed call follows an untimed one of the same run, so that it
-// starts with its own thread pool awake and the other's (TBB's, or oneDNN's OpenMP
-// pool, which spins for a while after a call) as settled as in back-to-back calls.
-// Returns the times in microseconds per run; false as soon as a run returns false.
+// Times `reps` calls of each of `runs`, each call on its own buffer sets (counted from
+// *next_set on, so that a cold rotation goes on). The runs take turns in blocks of
+// back-to-back calls (as a program calls one library), in the order A B .. B A, so that
+// drift of the machine spreads evenly over them and the row ends with run 0 (bnorm).
+// Before each block: a pause of workload::kPeerSettle when another run came before (the other
+// library's idle threads stop spinning: on a machine with as many threads as CPUs a
+// spinning pool takes a CPU from the timed call), and untimed calls for 2 ms (at least
+// 2) that wake the block's own pool. Returns the times in microseconds per run; false as
+// soon as a run returns false.
 inline bool TimeInterleaved(const std::vector<std::function<bool(int64_t)>>& runs, int reps,
                             int64_t* next_set, std::vector<std::vector<double>>* us) {
+  constexpr std::chrono::milliseconds kWarm{2};
   us->assign(runs.size(), {});
-  for (const auto& run : runs) {
-    for (int warm = 0; warm < 2; ++warm) {
-      if (!run((*next_set)++)) return false;
+  const size_t k = runs.size();
+  const int first_half = (reps + 1) / 2;
+  for (size_t block = 0; block < 2 * k; ++block) {
+    const size_t i = block < k ? block : 2 * k - 1 - block;
+    if (block > 0 && block != k) std::this_thread::sleep_for(workload::kPeerSettle);
+    const auto warm_start = std::chrono::steady_clock::now();
+    for (int warm = 0; warm < 2 || std::chrono::steady_clock::now() - warm_start < kWarm; ++warm) {
+      if (!runs[i]((*next_set)++)) return false;
     }
-  }
-  for (int rep = 0; rep < reps; ++rep) {
-    for (size_t i = 0; i < runs.size(); ++i) {
-      if (runs.size() > 1 && !runs[i]((*next_set)++)) return false;
+    for (int call = block < k ? 0 : first_half; call < (block < k ? first_half : reps); ++call) {
       const auto t0 = std::chrono::steady_clock::now();
       const bool ok = runs[i]((*next_set)++);
       const std::chrono::duration<double, std::micro> t = std::chrono::steady_clock::now() - t0;

@@ -54,7 +54,12 @@ Plan MakePlan(const bnorm_shape& shape, bool serial_flag, int64_t cb, int64_t ce
     unit = 8;
   }
   const int64_t width = p.tile < p.row_len ? p.tile : p.row_len;
-  const int64_t rows = CeilDiv(CeilDiv(kRowChunkValues, width), unit) * unit;
+  int64_t rows = CeilDiv(CeilDiv(kRowChunkValues, width), unit) * unit;
+  if (p.tiles == 1 && p.count * c >= kParallelValues) {
+    // A tensor worth spreading over threads gets at least kMinRowChunks items (a
+    // batch-1 NHWC tensor of 100K values would otherwise be one item, on one core).
+    rows = Plan::Min(rows, CeilDiv(CeilDiv(p.num_rows, kMinRowChunks), unit) * unit);
+  }
   p.chunk_len = rows < p.num_rows ? rows : p.num_rows;
   p.chunks = CeilDiv(p.num_rows, p.chunk_len);
   p.grain = 1;

@@ -26,6 +26,8 @@ constexpr int64_t kSliceValues = 64 * 1024;
 constexpr int64_t kRowChunkValues = 128 * 1024;
 // Below this many values a call runs on the calling thread (fan-out costs more).
 constexpr int64_t kParallelValues = 64 * 1024;
+// Rows mode: at least this many chunks of rows where a call may fan out.
+constexpr int64_t kMinRowChunks = 4;
 // NCHW channels with fewer values per image than this are handled as rows (runs this
 // short would be mostly vector remainders).
 constexpr int64_t kMinPlaneSpatial = 32;
