@@ -83,12 +83,13 @@ inline std::string DnnlVersion() {
 // drift of the machine spreads evenly over them and the row ends with run 0 (bnorm).
 // Before each block: a pause of workload::kPeerSettle when another run came before (the other
 // library's idle threads stop spinning: on a machine with as many threads as CPUs a
-// spinning pool takes a CPU from the timed call), and untimed calls for 2 ms (at least
-// 2) that wake the block's own pool. Returns the times in microseconds per run; false as
+// spinning pool takes a CPU from the timed call), and untimed calls for 20 ms (at least
+// 2) that bring the block's own pool up to speed (after an idle pause oneTBB's second
+// thread joined bnorm's calls only after a few ms of calls on a 2-CPU VM). Returns the times in microseconds per run; false as
 // soon as a run returns false.
 inline bool TimeInterleaved(const std::vector<std::function<bool(int64_t)>>& runs, int reps,
                             int64_t* next_set, std::vector<std::vector<double>>* us) {
-  constexpr std::chrono::milliseconds kWarm{2};
+  constexpr std::chrono::milliseconds kWarm{20};
   us->assign(runs.size(), {});
   const size_t k = runs.size();
   const int first_half = (reps + 1) / 2;

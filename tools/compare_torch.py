@@ -62,6 +62,10 @@ AGREE_REL = 1e-4  # rows whose worst relative difference exceeds this are flagge
 REFERENCE_REL = 2e-6  # above this, a per-channel output is also checked against float64
 
 
+SETTLE = 0.1  # seconds between blocks of different libraries (time_interleaved)
+WARM = 0.02  # seconds of untimed calls before each block (time_interleaved)
+
+
 def fail(message, code=2):
     print(f"compare_torch: {message}", file=sys.stderr)
     sys.exit(code)
@@ -417,24 +421,36 @@ def var_mean(torch, x, dims):
 
 
 def time_interleaved(fns, sets, reps):
-    """Times `reps` rounds of the functions `fns` (each called with a buffer set index,
-    rotating over `sets`) after 2 warm-up calls of each. In each round every function
-    makes an untimed call, then a timed one: interleaving spreads any drift of the machine
-    over both sides, and the untimed call wakes the side's own thread pool (TBB, OpenMP)
-    as back-to-back calls would. Returns (median, best) seconds per function."""
+    """Times `reps` calls of each of the functions `fns` (each called with a buffer set
+    index, rotating over `sets`). The functions take turns in blocks of back-to-back calls
+    (as a program calls one library), in the order A B .. B A, so that drift of the
+    machine spreads evenly over them. Before each block: a pause of SETTLE seconds after
+    the other side's calls (an OpenMP pool spins for milliseconds after a call, and on a
+    machine with as many threads as CPUs a spinning thread takes a CPU from the timed
+    calls: alternating single calls made bnorm up to 1.6x slower), then untimed calls for
+    WARM seconds (at least 2) that bring the block's own thread pool up to speed (after
+    an idle pause, oneTBB's second thread joined bnorm's calls only after a few ms of
+    calls on this 2-CPU VM: with 2 ms of warm-up bnorm ran at one-thread speed). Returns (median, best)
+    seconds per function."""
     k = 0
-    for fn in fns:
-        for _ in range(2):
-            fn(k % sets)
-            k += 1
     times = [[] for _ in fns]
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            fn(k % sets)
+    order = list(range(len(fns)))
+    first_half = (reps + 1) // 2
+    for block, i in enumerate(order + order[::-1]):
+        if block > 0 and block != len(fns):
+            time.sleep(SETTLE)
+        warm_start = time.perf_counter()
+        warm = 0
+        while warm < 2 or time.perf_counter() - warm_start < WARM:
+            fns[i](k % sets)
+            k += 1
+            warm += 1
+        calls = first_half if block < len(fns) else reps - first_half
+        for _ in range(calls):
             t0 = time.perf_counter()
-            fn((k + 1) % sets)
+            fns[i](k % sets)
             times[i].append(time.perf_counter() - t0)
-            k += 2
+            k += 1
     return [(statistics.median(t), min(t)) for t in times]
 
 
