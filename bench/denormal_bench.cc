@@ -9,7 +9,7 @@
 // behind DRAM), on the calling thread (BNORM_SERIAL). The run ends with a table of
 // time(denormal) / time(normal) per operation and target (the thread's CPU time, so
 // that other load on the machine cancels out), flagged above 2.
-//   build/bench/denormal_bench [--benchmark_min_time=0.2] [--benchmark_filter=...]
+//   build/bench/denormal_bench [--large] [--benchmark_min_time=0.2] [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 #include <time.h>
 
@@ -31,8 +31,12 @@ namespace {
 const char* const kOps[] = {"moments", "training", "inference", "affine", "backward"};
 
 // 4 x 64 x 256 floats: 256 KiB per tensor, x and y together within a 1 MiB L2; NCHW
-// (channel planes) and NHWC (rows of channels), whose kernels differ.
+// (channel planes) and NHWC (rows of channels), whose kernels differ. With --large,
+// 32 x 64 x 16384 floats (128 MiB per tensor): out of cache, where the library runs
+// in practice and memory time hides part of the float64 lanes' cost.
 const bnorm_shape kShapes[] = {{4, 64, 256, bnorm_nchw}, {4, 64, 256, bnorm_nhwc}};
+const bnorm_shape kLargeShapes[] = {{32, 64, 16384, bnorm_nchw}, {32, 64, 16384, bnorm_nhwc}};
+const bnorm_shape* g_shapes = kShapes;
 const char* const kLayoutNames[] = {"nchw", "nhwc"};
 
 struct Data {
@@ -104,7 +108,7 @@ std::map<std::string, std::map<std::string, double>>& Results() {
 
 void BM_Denormal(benchmark::State& state, std::string op, int layout, std::string target,
                  bool denormal) {
-  const bnorm_shape& shape = kShapes[layout];
+  const bnorm_shape& shape = g_shapes[layout];
   const std::string row = op + " " + kLayoutNames[layout];
   if (bnorm_set_target(target.c_str()) != bnorm_success || target != bnorm_active_target()) {
     state.SkipWithError((target + " is not supported here").c_str());
@@ -136,6 +140,14 @@ void BM_Denormal(benchmark::State& state, std::string op, int layout, std::strin
 
 int main(int argc, char** argv) {
   using bnorm::Results;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--large") {
+      bnorm::g_shapes = bnorm::kLargeShapes;
+      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+      --argc;
+      break;
+    }
+  }
   const std::vector<std::string> targets = bnorm::TargetNames(bnorm_supported_targets());
   for (const char* op : bnorm::kOps)
     for (int layout = 0; layout < 2; ++layout)
@@ -156,8 +168,8 @@ int main(int argc, char** argv) {
   std::printf(
       "\ntime(denormal data) / time(normal data), %lld x %lld x %lld, one thread "
       "(> 2 is flagged !):\n%-15s",
-      static_cast<long long>(bnorm::kShapes[0].n), static_cast<long long>(bnorm::kShapes[0].c),
-      static_cast<long long>(bnorm::kShapes[0].spatial), "");
+      static_cast<long long>(bnorm::g_shapes[0].n), static_cast<long long>(bnorm::g_shapes[0].c),
+      static_cast<long long>(bnorm::g_shapes[0].spatial), "");
   for (const std::string& t : targets) std::printf(" %9s", t.c_str());
   std::printf("\n");
   double worst = 0;
