@@ -81,12 +81,12 @@ inline std::string DnnlVersion() {
 // *next_set on, so that a cold rotation goes on). The runs take turns in blocks of
 // back-to-back calls (as a program calls one library), in the order A B .. B A, so that
 // drift of the machine spreads evenly over them and the row ends with run 0 (bnorm).
-// Before each block: a pause of workload::kPeerSettle when another run came before (the other
-// library's idle threads stop spinning: on a machine with as many threads as CPUs a
-// spinning pool takes a CPU from the timed call), and untimed calls for 20 ms (at least
-// 2) that bring the block's own pool up to speed (after an idle pause oneTBB's second
-// thread joined bnorm's calls only after a few ms of calls on a 2-CPU VM). Returns the times in microseconds per run; false as
-// soon as a run returns false.
+// Before each block: a pause of workload::kPeerSettle when another run came before
+// (the other library's idle threads stop spinning: on a machine with as many threads
+// as CPUs a spinning pool takes a CPU from the timed call), and untimed calls for 20 ms
+// (at least 2) that bring the block's own pool up to speed (after an idle pause
+// oneTBB's second thread joined bnorm's calls only after a few ms of calls on a 2-CPU
+// VM). Returns the times in microseconds per run; false as soon as a run returns false.
 inline bool TimeInterleaved(const std::vector<std::function<bool(int64_t)>>& runs, int reps,
                             int64_t* next_set, std::vector<std::vector<double>>* us) {
   constexpr std::chrono::milliseconds kWarm{20};

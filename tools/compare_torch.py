@@ -430,8 +430,8 @@ def time_interleaved(fns, sets, reps):
     calls: alternating single calls made bnorm up to 1.6x slower), then untimed calls for
     WARM seconds (at least 2) that bring the block's own thread pool up to speed (after
     an idle pause, oneTBB's second thread joined bnorm's calls only after a few ms of
-    calls on this 2-CPU VM: with 2 ms of warm-up bnorm ran at one-thread speed). Returns (median, best)
-    seconds per function."""
+    calls on this 2-CPU VM: with 2 ms of warm-up bnorm ran at one-thread speed).
+    Returns (median, best) seconds per function."""
     k = 0
     times = [[] for _ in fns]
     order = list(range(len(fns)))
