@@ -81,9 +81,10 @@ inline std::string DnnlVersion() {
 // *next_set on, so that a cold rotation goes on). The runs take turns in blocks of
 // back-to-back calls (as a program calls one library), in the order A B .. B A, so that
 // drift of the machine spreads evenly over them and the row ends with run 0 (bnorm).
-// Before each block: a pause of workload::kPeerSettle when another run came before
-// (the other library's idle threads stop spinning: on a machine with as many threads
-// as CPUs a spinning pool takes a CPU from the timed call), and untimed calls for 20 ms
+// Before each block (but the middle one, which repeats the run just timed): a pause of
+// workload::kPeerSettle after another run (the other library's idle threads stop
+// spinning: on a machine with as many threads as CPUs a spinning pool takes a CPU from
+// the timed call), and untimed calls for 20 ms
 // (at least 2) that bring the block's own pool up to speed (after an idle pause
 // oneTBB's second thread joined bnorm's calls only after a few ms of calls on a 2-CPU
 // VM). Returns the times in microseconds per run; false as soon as a run returns false.
@@ -95,10 +96,13 @@ inline bool TimeInterleaved(const std::vector<std::function<bool(int64_t)>>& run
   const int first_half = (reps + 1) / 2;
   for (size_t block = 0; block < 2 * k; ++block) {
     const size_t i = block < k ? block : 2 * k - 1 - block;
-    if (block > 0 && block != k) std::this_thread::sleep_for(workload::kPeerSettle);
-    const auto warm_start = std::chrono::steady_clock::now();
-    for (int warm = 0; warm < 2 || std::chrono::steady_clock::now() - warm_start < kWarm; ++warm) {
-      if (!runs[i]((*next_set)++)) return false;
+    if (block != k) {  // block k repeats the run just timed: its pool is up to speed
+      if (block > 0) std::this_thread::sleep_for(workload::kPeerSettle);
+      const auto warm_start = std::chrono::steady_clock::now();
+      for (int warm = 0; warm < 2 || std::chrono::steady_clock::now() - warm_start < kWarm;
+           ++warm) {
+        if (!runs[i]((*next_set)++)) return false;
+      }
     }
     for (int call = block < k ? 0 : first_half; call < (block < k ? first_half : reps); ++call) {
       const auto t0 = std::chrono::steady_clock::now();

@@ -424,7 +424,8 @@ def time_interleaved(fns, sets, reps):
     """Times `reps` calls of each of the functions `fns` (each called with a buffer set
     index, rotating over `sets`). The functions take turns in blocks of back-to-back calls
     (as a program calls one library), in the order A B .. B A, so that drift of the
-    machine spreads evenly over them. Before each block: a pause of SETTLE seconds after
+    machine spreads evenly over them. Before each block (but the middle one, which
+    repeats the function just timed): a pause of SETTLE seconds after
     the other side's calls (an OpenMP pool spins for milliseconds after a call, and on a
     machine with as many threads as CPUs a spinning thread takes a CPU from the timed
     calls: alternating single calls made bnorm up to 1.6x slower), then untimed calls for
@@ -437,14 +438,15 @@ def time_interleaved(fns, sets, reps):
     order = list(range(len(fns)))
     first_half = (reps + 1) // 2
     for block, i in enumerate(order + order[::-1]):
-        if block > 0 and block != len(fns):
-            time.sleep(SETTLE)
-        warm_start = time.perf_counter()
-        warm = 0
-        while warm < 2 or time.perf_counter() - warm_start < WARM:
-            fns[i](k % sets)
-            k += 1
-            warm += 1
+        if block != len(fns):  # block len(fns) repeats the function just timed
+            if block > 0:
+                time.sleep(SETTLE)
+            warm_start = time.perf_counter()
+            warm = 0
+            while warm < 2 or time.perf_counter() - warm_start < WARM:
+                fns[i](k % sets)
+                k += 1
+                warm += 1
         calls = first_half if block < len(fns) else reps - first_half
         for _ in range(calls):
             t0 = time.perf_counter()

@@ -25,7 +25,9 @@ Plan MakePlan(const bnorm_shape& shape, bool serial_flag, int64_t cb, int64_t ce
   p.cb = cb;
   p.ce = ce;
   p.count = n * spatial;
-  p.serial = serial_flag || p.count * c < kParallelValues;
+  // Whether the shape is worth fanning out (the cutting never depends on serial_flag).
+  const bool fans_out = p.count * c >= kParallelValues;
+  p.serial = serial_flag || !fans_out;
   // One channel is one contiguous plane; NHWC and short NCHW planes are rows.
   p.rows_mode = c > 1 && (shape.layout == bnorm_nhwc || spatial < kMinPlaneSpatial);
   if (!p.rows_mode) {
@@ -55,7 +57,7 @@ Plan MakePlan(const bnorm_shape& shape, bool serial_flag, int64_t cb, int64_t ce
   }
   const int64_t width = p.tile < p.row_len ? p.tile : p.row_len;
   int64_t rows = CeilDiv(CeilDiv(kRowChunkValues, width), unit) * unit;
-  if (p.tiles == 1 && p.count * c >= kParallelValues) {
+  if (p.tiles == 1 && fans_out) {
     // A tensor worth spreading over threads gets at least kMinRowChunks items (a
     // batch-1 NHWC tensor of 100K values would otherwise be one item, on one core).
     rows = Plan::Min(rows, CeilDiv(CeilDiv(p.num_rows, kMinRowChunks), unit) * unit);
