@@ -18,8 +18,9 @@ void AffinePlaneT(detail::Plane<const T> x, detail::Plane<T> y, int64_t k0, int6
   const VF vsub = hn::Set(d, sub);
   ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
     const T* in = x.base + off;
-    WriteRun(d, y.base + off, len, stream, [&, relu](size_t i, size_t valid) HWY_ATTR {
-      const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), mul, add);
+    WriteRun(d, y.base + off, len, stream, [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
+      const VF v =
+          MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), mul, add, wide);
       return relu ? Relu(d, v) : v;
     });
   });
@@ -36,8 +37,8 @@ void AffineSliceT(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int6
     const VF vsub = hn::Set(d, sub ? sub[ch] : 0.0f);
     const float m = mul[ch], a = add[ch];
     const T* in = x + off;
-    WriteRun(d, y + off, len, stream, [&, relu](size_t i, size_t valid) HWY_ATTR {
-      const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), m, a);
+    WriteRun(d, y + off, len, stream, [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
+      const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), m, a, wide);
       return relu ? Relu(d, v) : v;
     });
   });
@@ -51,9 +52,9 @@ void AffineRunT(const T* x, T* y, int64_t len, const float* HWY_RESTRICT sub,
   const DF d;
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
-  WriteRun(d, y, static_cast<size_t>(len), stream, [&, relu](size_t i, size_t valid) HWY_ATTR {
+  WriteRun(d, y, static_cast<size_t>(len), stream, [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
     const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, sub, ph));
-    const VF v = MulAddLanes(d, xc, Coef(d, mul, ph), Coef(d, add, ph), Denormal(d, xc));
+    const VF v = MulAddLanes(d, xc, Coef(d, mul, ph), Coef(d, add, ph), Denormal(d, xc), wide);
     ph = NextPhase(ph, valid, p);
     return relu ? Relu(d, v) : v;
   });

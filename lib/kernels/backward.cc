@@ -20,25 +20,26 @@ HWY_INLINE VF MaskedDy(DF d, VF dy, bool relu, LoadY load_y) {
 
 // Returns h + g * xc, the lanes where g or xc is denormal through float64.
 HWY_INLINE VF AddProduct(DF d, VF g, VF xc, VF h) {
-  return MulAddLanes(d, g, xc, h, hn::Or(Denormal(d, g), Denormal(d, xc)));
+  bool took_wide;  // (only output runs need to know)
+  return MulAddLanes(d, g, xc, h, hn::Or(Denormal(d, g), Denormal(d, xc)), took_wide);
 }
 
 // Returns dx = k_dy * g + (k_xc * xc + k_0); the lanes where g or xc is denormal go
-// through float64.
-HWY_INLINE VF Dx(DF d, VF g, VF xc, VF k_dy, VF k_xc, VF k_0) {
+// through float64 (setting took_wide).
+HWY_INLINE VF Dx(DF d, VF g, VF xc, VF k_dy, VF k_xc, VF k_0, bool& took_wide) {
   return Guarded(
-      d, hn::Or(Denormal(d, g), Denormal(d, xc)),
+      d, hn::Or(Denormal(d, g), Denormal(d, xc)), took_wide,
       [](auto vg, auto vx, auto a, auto b, auto c)
           HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
       [](auto, auto vg, auto vx, auto a, auto b, auto c)
           HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
       g, xc, k_dy, k_xc, k_0);
 }
-HWY_INLINE VF Dx(DF d, VF g, VF xc, float k_dy, float k_xc, float k_0) {
+HWY_INLINE VF Dx(DF d, VF g, VF xc, float k_dy, float k_xc, float k_0, bool& took_wide) {
   const VF a = hn::Set(d, k_dy), b = hn::Set(d, k_xc), c = hn::Set(d, k_0);
   const double a64 = k_dy, b64 = k_xc, c64 = k_0;
   return Guarded(
-      d, hn::Or(Denormal(d, g), Denormal(d, xc)),
+      d, hn::Or(Denormal(d, g), Denormal(d, xc)), took_wide,
       [&](VF vg, VF vx) HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
       [a64, b64, c64](auto dd, auto vg, auto vx) HWY_ATTR {
         return hn::MulAdd(hn::Set(dd, a64), vg, hn::MulAdd(hn::Set(dd, b64), vx, hn::Set(dd, c64)));
@@ -97,11 +98,11 @@ void BackwardDxPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
   const bool relu = y.base != nullptr;
   const VF vmean = hn::Set(d, mean);
   ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
-    WriteRun(d, dx.base + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
+    WriteRun(d, dx.base + off, len, stream, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
       const VF g = MaskedDy(d, LoadPart(d, dy.base + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y.base + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x.base + off + i, valid, mean), vmean);
-      return Dx(d, g, xc, k_dy, k_xc, k_0);
+      return Dx(d, g, xc, k_dy, k_xc, k_0, wide);
     });
   });
   if (stream) hwy::FlushStream();
@@ -118,11 +119,11 @@ void BackwardDxSliceT(const T* x, const T* dy, const T* y, T* dx, int64_t spatia
     const int64_t ch = run % c;
     const VF vmean = hn::Set(d, mean[ch]);
     const float c_dy = k_dy[ch], c_xc = k_xc[ch], c_0 = k_0[ch];
-    WriteRun(d, dx + off, len, stream, [&](size_t i, size_t valid) HWY_ATTR {
+    WriteRun(d, dx + off, len, stream, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
       const VF g = MaskedDy(d, LoadPart(d, dy + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x + off + i, valid, 0.0f), vmean);
-      return Dx(d, g, xc, c_dy, c_xc, c_0);
+      return Dx(d, g, xc, c_dy, c_xc, c_0, wide);
     });
   });
   if (stream) hwy::FlushStream();
@@ -216,11 +217,12 @@ void BackwardDxRunT(const T* x, const T* dy, const T* y, T* dx, int64_t len,
   const bool relu = y != nullptr;
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
-  WriteRun(d, dx, static_cast<size_t>(len), stream, [&](size_t i, size_t valid) HWY_ATTR {
+  WriteRun(d, dx, static_cast<size_t>(len), stream, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
     const VF g = MaskedDy(d, LoadPart(d, dy + i, valid, 0.0f), relu,
                           [&] { return LoadPart(d, y + i, valid, 1.0f); });
     const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, mean, ph));
-    const VF v = Dx(d, g, xc, Coef(d, k_dy, ph), Coef(d, k_xc, ph), Coef(d, k_0, ph));
+    const VF v =
+        Dx(d, g, xc, Coef(d, k_dy, ph), Coef(d, k_xc, ph), Coef(d, k_0, ph), wide);
     ph = NextPhase(ph, valid, p);
     return v;
   });
