@@ -15,14 +15,16 @@ template <typename T>
 void AffinePlaneT(detail::Plane<const T> x, detail::Plane<T> y, int64_t k0, int64_t k1,
                   float sub, float mul, float add, bool relu, bool stream) {
   const DF d;
+  bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const VF vsub = hn::Set(d, sub);
   ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
     const T* in = x.base + off;
-    WriteRun(d, y.base + off, len, stream, [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
-      const VF v =
-          MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), mul, add, wide);
-      return relu ? Relu(d, v) : v;
-    });
+    WriteRun(d, y.base + off, len, streaming,
+             [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
+               const VF v =
+                   MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), mul, add, wide);
+               return relu ? Relu(d, v) : v;
+             });
   });
   if (stream) hwy::FlushStream();
 }
@@ -32,12 +34,13 @@ void AffineSliceT(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int6
                   const float* HWY_RESTRICT sub, const float* HWY_RESTRICT mul,
                   const float* HWY_RESTRICT add, bool relu, bool stream) {
   const DF d;
+  bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
     const int64_t ch = run % c;
     const VF vsub = hn::Set(d, sub ? sub[ch] : 0.0f);
     const float m = mul[ch], a = add[ch];
     const T* in = x + off;
-    WriteRun(d, y + off, len, stream, [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
+    WriteRun(d, y + off, len, streaming, [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
       const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), m, a, wide);
       return relu ? Relu(d, v) : v;
     });
@@ -50,14 +53,17 @@ void AffineRunT(const T* x, T* y, int64_t len, const float* HWY_RESTRICT sub,
                 const float* HWY_RESTRICT mul, const float* HWY_RESTRICT add, int64_t period,
                 bool relu, bool stream) {
   const DF d;
+  bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
-  WriteRun(d, y, static_cast<size_t>(len), stream, [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
-    const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, sub, ph));
-    const VF v = MulAddLanes(d, xc, Coef(d, mul, ph), Coef(d, add, ph), Denormal(d, xc), wide);
-    ph = NextPhase(ph, valid, p);
-    return relu ? Relu(d, v) : v;
-  });
+  WriteRun(d, y, static_cast<size_t>(len), streaming,
+           [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
+             const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, sub, ph));
+             const VF v =
+                 MulAddLanes(d, xc, Coef(d, mul, ph), Coef(d, add, ph), Denormal(d, xc), wide);
+             ph = NextPhase(ph, valid, p);
+             return relu ? Relu(d, v) : v;
+           });
   if (stream) hwy::FlushStream();
 }
 

@@ -95,10 +95,11 @@ void BackwardDxPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
                       detail::Plane<const T> y, detail::Plane<T> dx, int64_t k0, int64_t k1,
                       float mean, float k_dy, float k_xc, float k_0, bool stream) {
   const DF d;
+  bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const bool relu = y.base != nullptr;
   const VF vmean = hn::Set(d, mean);
   ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
-    WriteRun(d, dx.base + off, len, stream, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
+    WriteRun(d, dx.base + off, len, streaming, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
       const VF g = MaskedDy(d, LoadPart(d, dy.base + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y.base + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x.base + off + i, valid, mean), vmean);
@@ -114,12 +115,13 @@ void BackwardDxSliceT(const T* x, const T* dy, const T* y, T* dx, int64_t spatia
                       const float* HWY_RESTRICT k_dy, const float* HWY_RESTRICT k_xc,
                       const float* HWY_RESTRICT k_0, bool stream) {
   const DF d;
+  bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const bool relu = y != nullptr;
   ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
     const int64_t ch = run % c;
     const VF vmean = hn::Set(d, mean[ch]);
     const float c_dy = k_dy[ch], c_xc = k_xc[ch], c_0 = k_0[ch];
-    WriteRun(d, dx + off, len, stream, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
+    WriteRun(d, dx + off, len, streaming, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
       const VF g = MaskedDy(d, LoadPart(d, dy + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x + off + i, valid, 0.0f), vmean);
@@ -214,18 +216,19 @@ void BackwardDxRunT(const T* x, const T* dy, const T* y, T* dx, int64_t len,
                     const float* HWY_RESTRICT k_xc, const float* HWY_RESTRICT k_0,
                     int64_t period, bool stream) {
   const DF d;
+  bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const bool relu = y != nullptr;
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
-  WriteRun(d, dx, static_cast<size_t>(len), stream, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
-    const VF g = MaskedDy(d, LoadPart(d, dy + i, valid, 0.0f), relu,
-                          [&] { return LoadPart(d, y + i, valid, 1.0f); });
-    const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, mean, ph));
-    const VF v =
-        Dx(d, g, xc, Coef(d, k_dy, ph), Coef(d, k_xc, ph), Coef(d, k_0, ph), wide);
-    ph = NextPhase(ph, valid, p);
-    return v;
-  });
+  WriteRun(
+      d, dx, static_cast<size_t>(len), streaming, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
+        const VF g = MaskedDy(d, LoadPart(d, dy + i, valid, 0.0f), relu,
+                              [&] { return LoadPart(d, y + i, valid, 1.0f); });
+        const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, mean, ph));
+        const VF v = Dx(d, g, xc, Coef(d, k_dy, ph), Coef(d, k_xc, ph), Coef(d, k_0, ph), wide);
+        ph = NextPhase(ph, valid, p);
+        return v;
+      });
   if (stream) hwy::FlushStream();
 }
 

@@ -344,7 +344,9 @@ HWY_INLINE hn::Vec<D> Wide(D d, Fn fn, V... v) {
 template <class D, class Fast, class Slow, class... V>
 HWY_INLINE hn::Vec<D> Guarded(D d, hn::Mask<D> tiny, bool& took_wide, Fast fast, Slow slow,
                               V... v) {
-  if (HWY_LIKELY(hn::AllFalse(d, tiny))) return fast(v...);
+  // (No HWY_LIKELY: laid out as unlikely, the float64 lanes cost two taken jumps per
+  // vector: AVX2 affine on denormal data 0.28 vs 0.24 ns per value; normal data the same.)
+  if (hn::AllFalse(d, tiny)) return fast(v...);
   took_wide = true;
   const hn::Vec<D> wide = Wide(d, slow, v...);
   if (hn::AllTrue(d, tiny)) return wide;
@@ -379,15 +381,17 @@ HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, float b, float c, bool& too
 // for out[i, i + valid) (valid < Lanes only at the ends) and sets took_wide when a lane
 // went through float64 (Guarded). With `stream`, whole vectors go out with non-temporal
 // stores after a head that aligns `out`, until a vector takes the float64 lanes: the
-// rest of the run then uses ordinary stores. Non-temporal stores only pay while the
-// loop keeps up with memory; behind a slower loop they cost more than the loop itself
-// (measured on Sapphire Rapids, 128 MiB, 16-byte stores: a loop of 3 cycles per value
-// took 1.70 ns per value streaming and 0.92 storing; bnorm's SSE4 affine on denormal
-// data 65 ms streaming, 33 ms not). Results are the same either way because each
-// element is computed on its own. Halves are narrowed by Narrow(d, tag, v).
+// rest of a long run then uses ordinary stores, and `stream` is cleared for the
+// caller's next runs (a short run is not checked inside: a test per vector, or per
+// group of kStreamCheck vectors, slowed runs of 49 values by 5-15%). Non-temporal stores
+// only pay while the loop keeps up with memory; behind a slower loop they cost more than
+// the loop itself (measured on Sapphire Rapids, 128 MiB, 16-byte stores: a loop of 3 cycles per
+// value took 1.70 ns per value streaming and 0.92 storing; bnorm's SSE4 affine on denormal data 65
+// ms streaming, 33 ms not). Results are the same either way because each element is computed on its
+// own. Halves are narrowed by Narrow(d, tag, v).
 constexpr size_t kStreamCheck = 64;
 template <class D, typename T, class Fn, class Tag>
-HWY_INLINE void WriteRunAs(D d, T* HWY_RESTRICT out, size_t len, bool stream, Fn& fn, Tag tag) {
+HWY_INLINE void WriteRunAs(D d, T* HWY_RESTRICT out, size_t len, bool& stream, Fn& fn, Tag tag) {
   const size_t N = hn::Lanes(d);
   size_t i = 0;
   bool took_wide = false;
@@ -397,18 +401,22 @@ HWY_INLINE void WriteRunAs(D d, T* HWY_RESTRICT out, size_t len, bool stream, Fn
     if (misaligned % sizeof(T) == 0) {  // elements are aligned; be safe anyway
       const size_t head = misaligned == 0 ? 0 : HWY_MIN(len, (bytes - misaligned) / sizeof(T));
       if (head != 0) StorePart(d, fn(size_t{0}, head, took_wide), out, head, tag);
-      // Checked every kStreamCheck vectors (a test per vector slowed some loops).
-      for (i = head; i + N <= len && !took_wide;) {
-        const size_t end = HWY_MIN(len, i + kStreamCheck * N);
-        for (; i + N <= end; i += N) StreamAs(d, fn(i, N, took_wide), out + i, tag);
+      if (len - head <= kStreamCheck * N) {
+        for (i = head; i + N <= len; i += N) StreamAs(d, fn(i, N, took_wide), out + i, tag);
+      } else {
+        for (i = head; i + N <= len && !took_wide;) {
+          const size_t end = HWY_MIN(len, i + kStreamCheck * N);
+          for (; i + N <= end; i += N) StreamAs(d, fn(i, N, took_wide), out + i, tag);
+        }
       }
+      stream = !took_wide;
     }
   }
   for (; i + N <= len; i += N) StoreAs(d, fn(i, N, took_wide), out + i, tag);
   if (i < len) StorePart(d, fn(i, len - i, took_wide), out + i, len - i, tag);
 }
 template <class D, typename T, class Fn>
-HWY_INLINE void WriteRun(D d, T* HWY_RESTRICT out, size_t len, bool stream, Fn fn) {
+HWY_INLINE void WriteRun(D d, T* HWY_RESTRICT out, size_t len, bool& stream, Fn fn) {
 #if BNORM_NATIVE_BF16
   if (std::is_same<T, bnorm_bf16>::value && detail::NativeBF16()) {
     return WriteRunAs(d, out, len, stream, fn, NativeBF16());
