@@ -37,13 +37,17 @@ void AffineSliceT(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int6
   bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
     const int64_t ch = run % c;
-    const VF vsub = hn::Set(d, sub ? sub[ch] : 0.0f);
-    const float m = mul[ch], a = add[ch];
+    const float s = sub ? sub[ch] : 0.0f, m = mul[ch], a = add[ch];
     const T* in = x + off;
-    WriteRun(d, y + off, len, streaming, [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
-      const VF v = MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), m, a, wide);
+    // Captured by value (scalars: SVE vectors cannot be): by reference, bfloat16 runs
+    // reloaded the coefficients from the stack and broadcast them again for every
+    // vector (the halves' stores may alias them), 3-9% slower.
+    auto out = [d, in, s, m, a, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
+      const VF xc = hn::Sub(LoadPart(d, in + i, valid, 0.0f), hn::Set(d, s));
+      const VF v = MulAddLanes(d, xc, m, a, wide);
       return relu ? Relu(d, v) : v;
-    });
+    };
+    WriteRun(d, y + off, len, streaming, out);
   });
   if (stream) hwy::FlushStream();
 }
