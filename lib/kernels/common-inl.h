@@ -383,12 +383,13 @@ HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, float b, float c, bool& too
 // stores after a head that aligns `out`, until a vector takes the float64 lanes: the
 // rest of a long run then uses ordinary stores, and `stream` is cleared for the
 // caller's next runs (a short run is not checked inside: a test per vector, or per
-// group of kStreamCheck vectors, slowed runs of 49 values by 5-15%). Non-temporal stores
-// only pay while the loop keeps up with memory; behind a slower loop they cost more than
-// the loop itself (measured on Sapphire Rapids, 128 MiB, 16-byte stores: a loop of 3 cycles per
-// value took 1.70 ns per value streaming and 0.92 storing; bnorm's SSE4 affine on denormal data 65
-// ms streaming, 33 ms not). Results are the same either way because each element is computed on its
-// own. Halves are narrowed by Narrow(d, tag, v).
+// group of kStreamCheck vectors, slowed runs of 49 values by 5-15%). Non-temporal
+// stores only pay while the loop keeps up with memory; behind a slower loop they cost
+// more than the loop itself (measured on Sapphire Rapids, 128 MiB, 16-byte stores: a
+// loop of 3 cycles per value took 1.70 ns per value streaming and 0.92 storing; bnorm's
+// SSE4 affine on denormal data 65 ms streaming, 33 ms not). Results are the same either
+// way because each element is computed on its own. Halves are narrowed by
+// Narrow(d, tag, v).
 constexpr size_t kStreamCheck = 64;
 template <class D, typename T, class Fn, class Tag>
 HWY_INLINE void WriteRunAs(D d, T* HWY_RESTRICT out, size_t len, bool& stream, Fn& fn, Tag tag) {
