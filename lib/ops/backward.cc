@@ -52,7 +52,7 @@ void GradientSums(const Plan& p, const T* x, const T* dy, const T* mask, const f
       BackwardSumsPlane(plane(x, ch), plane(dy, ch), plane(mask, ch), p.K0(item), p.K1(item),
                         mean[ch], &sums[2 * item], &sums[2 * item + 1]);
     });
-    for (int64_t ch = p.cb; ch < p.ce; ++ch) {
+    MergeChannels(p, [&](int64_t ch) {
       double total_dy = 0, total_dy_xc = 0;
       const int64_t first = (ch - p.cb) * p.chunks;
       for (int64_t item = first; item < first + p.chunks; ++item) {
@@ -61,7 +61,7 @@ void GradientSums(const Plan& p, const T* x, const T* dy, const T* mask, const f
       }
       sum_dy[ch] = total_dy;
       sum_dy_xc[ch] = total_dy_xc;
-    }
+    });
     return;
   }
   // Rows: per-position sums of each region, added into chunk_dy[chunk * c + ch] in
@@ -88,7 +88,7 @@ void GradientSums(const Plan& p, const T* x, const T* dy, const T* mask, const f
       });
     });
   });
-  for (int64_t ch = p.cb; ch < p.ce; ++ch) {
+  MergeChannels(p, [&](int64_t ch) {
     double total_dy = 0, total_dy_xc = 0;
     for (int64_t chunk = 0; chunk < p.chunks; ++chunk) {
       total_dy += chunk_dy[chunk * p.c + ch];
@@ -96,7 +96,7 @@ void GradientSums(const Plan& p, const T* x, const T* dy, const T* mask, const f
     }
     sum_dy[ch] = total_dy;
     sum_dy_xc[ch] = total_dy_xc;
-  }
+  });
 }
 
 template <typename T>

@@ -1,6 +1,5 @@
 // Batch statistics driver: per-item partial moments, merged per channel in item order.
 #include "lib/ops/ops.h"
-#include "lib/parallel/parallel.h"
 
 namespace bnorm {
 namespace detail {
@@ -18,11 +17,11 @@ void ChannelMoments(const Plan& p, const T* x, Moments* moments) {
     parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
       partial[item] = StatsPlane(p.PlaneOf(x, p.Channel(item)), p.K0(item), p.K1(item));
     });
-    for (int64_t ch = p.cb; ch < p.ce; ++ch) {
+    MergeChannels(p, [&](int64_t ch) {
       Moments m;
       for (int64_t k = 0; k < p.chunks; ++k) Merge(m, partial[(ch - p.cb) * p.chunks + k]);
       moments[ch] = m;
-    }
+    });
     return;
   }
   // Rows: per-position moments of each region, merged into partial[chunk * c + ch] in
@@ -38,11 +37,11 @@ void ChannelMoments(const Plan& p, const T* x, Moments* moments) {
       p.ForEachPosition(col, len, [&](int64_t pos, int64_t ch) { Merge(out[ch], per_position[pos]); });
     });
   });
-  for (int64_t ch = p.cb; ch < p.ce; ++ch) {
+  MergeChannels(p, [&](int64_t ch) {
     Moments m;
     for (int64_t k = 0; k < p.chunks; ++k) Merge(m, partial[k * p.c + ch]);
     moments[ch] = m;
-  }
+  });
 }
 
 template <typename T>

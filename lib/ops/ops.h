@@ -9,6 +9,7 @@
 #include "bnorm/bnorm.h"
 #include "lib/kernels/kernels.h"
 #include "lib/ops/plan.h"
+#include "lib/parallel/parallel.h"
 
 namespace bnorm {
 namespace detail {
@@ -18,6 +19,18 @@ namespace detail {
 // Writes the float64 moments of every channel of x to moments[0, c).
 template <typename T>
 void ChannelMoments(const Plan& plan, const T* x, Moments* moments);
+
+// Calls merge(ch) for each of the plan's channels, which merges that channel's
+// per-chunk partials in chunk order: channels in parallel, in tasks of about
+// kMergeGrain merges, where there are many (NHWC with c = 1024 at batch 32: 50,000
+// float64 merges, 0.5 ms, serial behind a 16-thread pass of 0.2 ms), else on the
+// calling thread. Each channel's order, hence its result, is the same either way.
+constexpr int64_t kMergeGrain = 4096;
+template <class Fn>
+void MergeChannels(const Plan& p, const Fn& merge) {
+  parallel::For(p.channels(), Plan::Max(1, kMergeGrain / p.chunks), p.serial,
+                [&](int64_t i) { merge(p.cb + i); });
+}
 
 // Writes y = (x - sub[ch]) * mul[ch] + add[ch] (+ ReLU); sub may be null (0).
 template <typename T>
