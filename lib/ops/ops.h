@@ -22,8 +22,8 @@ void ChannelMoments(const Plan& plan, const T* x, Moments* moments);
 
 // Calls merge(ch) for each of the plan's channels, which merges that channel's
 // per-chunk partials in chunk order: channels in parallel, in tasks of about
-// kMergeGrain merges, where there are many (NHWC with c = 1024 at batch 32: 50,000
-// float64 merges, 0.5 ms, serial behind a 16-thread pass of 0.2 ms), else on the
+// kMergeGrain merges, where there are many (NHWC 32x1024x196: 50,000 float64 merges,
+// about 0.2 ms on one core, against 0.7 ms for the whole call on 16), else on the
 // calling thread. Each channel's order, hence its result, is the same either way.
 constexpr int64_t kMergeGrain = 4096;
 template <class Fn>
