@@ -132,7 +132,8 @@ void BackwardDxSliceT(const T* x, const T* dy, const T* y, T* dx, int64_t spatia
 }
 
 // Adds the block sums of dy' and dy' * (x - mean) of `valid` columns (one vector)
-// over `runs` runs to g and h. Padding lanes (dy = 0) contribute 0.
+// over `runs` runs to g and h. Padding lanes (dy = 0) contribute 0. Prefetches the
+// next block (PrefetchBlockAhead).
 template <typename T>
 HWY_INLINE void ColumnGrad1(DF d, const T* HWY_RESTRICT px, const T* HWY_RESTRICT pdy,
                             const T* HWY_RESTRICT py, int64_t stride, int64_t runs,
@@ -141,9 +142,12 @@ HWY_INLINE void ColumnGrad1(DF d, const T* HWY_RESTRICT px, const T* HWY_RESTRIC
   VF a = hn::Zero(d), b = hn::Zero(d);
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t o = r * stride;
-    const VF gi = MaskedDy(d, LoadPart(d, pdy + o, valid, 0.0f), relu,
-                           [&] { return LoadPart(d, py + o, valid, 1.0f); });
-    const VF xc = hn::Sub(LoadPart(d, px + o, valid, 0.0f), mean);
+    PrefetchBlockAhead(px + o, runs * stride, valid * sizeof(T));
+    PrefetchBlockAhead(pdy + o, runs * stride, valid * sizeof(T));
+    if (relu) PrefetchBlockAhead(py + o, runs * stride, valid * sizeof(T));
+    const VF gi = MaskedDy(d, LoadPartNoPrefetch(d, pdy + o, valid, 0.0f), relu,
+                           [&] { return LoadPartNoPrefetch(d, py + o, valid, 1.0f); });
+    const VF xc = hn::Sub(LoadPartNoPrefetch(d, px + o, valid, 0.0f), mean);
     a = hn::Add(a, gi);
     b = AddProduct(d, gi, xc, b);
   }
@@ -161,13 +165,17 @@ HWY_INLINE void ColumnGrad2(DF d, const T* HWY_RESTRICT px, const T* HWY_RESTRIC
   VF a0 = hn::Zero(d), b0 = hn::Zero(d), a1 = hn::Zero(d), b1 = hn::Zero(d);
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t o = r * stride;
-    const VF g0 = MaskedDy(d, LoadAs(d, pdy + o), relu, [&] { return LoadAs(d, py + o); });
-    const VF g1 = MaskedDy(d, LoadAs(d, pdy + o + N), relu,
-                           [&] { return LoadAs(d, py + o + N); });
+    PrefetchBlockAhead(px + o, runs * stride, 2 * N * sizeof(T));
+    PrefetchBlockAhead(pdy + o, runs * stride, 2 * N * sizeof(T));
+    if (relu) PrefetchBlockAhead(py + o, runs * stride, 2 * N * sizeof(T));
+    const VF g0 =
+        MaskedDy(d, LoadNoPrefetch(d, pdy + o), relu, [&] { return LoadNoPrefetch(d, py + o); });
+    const VF g1 = MaskedDy(d, LoadNoPrefetch(d, pdy + o + N), relu,
+                           [&] { return LoadNoPrefetch(d, py + o + N); });
     a0 = hn::Add(a0, g0);
     a1 = hn::Add(a1, g1);
-    const VF xc0 = hn::Sub(LoadAs(d, px + o), mean0);
-    const VF xc1 = hn::Sub(LoadAs(d, px + o + N), mean1);
+    const VF xc0 = hn::Sub(LoadNoPrefetch(d, px + o), mean0);
+    const VF xc1 = hn::Sub(LoadNoPrefetch(d, px + o + N), mean1);
     b0 = AddProduct(d, g0, xc0, b0);
     b1 = AddProduct(d, g1, xc1, b1);
   }

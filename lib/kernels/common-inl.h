@@ -248,6 +248,28 @@ HWY_INLINE hn::Vec<D> LoadAs(D d, const T* HWY_RESTRICT p) {
   return Widen(d, T(), hn::LoadU(DU16<D>(), Bits(p)));
 }
 
+// LoadAs without the prefetch, for the loops that walk a block of rows down its
+// columns (NHWC statistics and gradient sums): they prefetch the same columns one
+// block ahead with PrefetchBlockAhead instead, since the lines 2 KiB past a load are
+// only a few rows further. Measured on one core out of cache (NHWC 32x256x3136): bf16
+// moments 1.32x, training 1.16x, float32 moments 1.05x faster; 2x32x262144 float32
+// moments 1.12x.
+template <class D>
+HWY_INLINE hn::Vec<D> LoadNoPrefetch(D d, const float* HWY_RESTRICT p) {
+  return hn::LoadU(d, p);
+}
+template <class D, typename T>
+HWY_INLINE hn::Vec<D> LoadNoPrefetch(D d, const T* HWY_RESTRICT p) {
+  return Widen(d, T(), hn::LoadU(DU16<D>(), Bits(p)));
+}
+// Prefetches the `bytes` from p + ahead values (p: the columns of one row of a block;
+// ahead: the block's rows times the stride). Never faults past the end.
+template <typename T>
+HWY_INLINE void PrefetchBlockAhead(const T* p, int64_t ahead, size_t bytes) {
+  const char* q = reinterpret_cast<const char*>(p + ahead);
+  for (size_t b = 0; b < bytes; b += 64) hwy::Prefetch(q + b);
+}
+
 // Returns lanes [0, count) from p and `pad` in the others; reads only p[0, count).
 template <class D, typename T>
 HWY_INLINE hn::Vec<D> LoadPart(D d, const T* HWY_RESTRICT p, size_t count, float pad) {
@@ -256,6 +278,12 @@ HWY_INLINE hn::Vec<D> LoadPart(D d, const T* HWY_RESTRICT p, size_t count, float
   for (size_t i = 0; i < count; ++i) buf[i] = Bits(p)[i];
   const hn::Vec<D> v = Widen(d, T(), hn::Load(DU16<D>(), buf));
   return hn::IfThenElse(hn::FirstN(d, count), v, hn::Set(d, pad));
+}
+
+// LoadPart without LoadAs's prefetch where count is a whole vector.
+template <class D, typename T>
+HWY_INLINE hn::Vec<D> LoadPartNoPrefetch(D d, const T* HWY_RESTRICT p, size_t count, float pad) {
+  return count == hn::Lanes(d) ? LoadNoPrefetch(d, p) : LoadPart(d, p, count, pad);
 }
 
 // Stores all lanes of v to p, or lanes [0, count) (writes only p[0, count)). Halves

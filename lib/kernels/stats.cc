@@ -189,18 +189,23 @@ detail::Moments StatsPlaneT(detail::Plane<const T> x, int64_t k0, int64_t k1) {
 
 // Two-pass sums of `valid` columns (one vector) over `runs` runs at `stride` of a block:
 // m = block mean (first run + sum(x - first run) / runs: exact for constant data),
-// s1 = sum(x - m), s2 = sum((x - m)^2). Lanes past `valid` are 0.
+// s1 = sum(x - m), s2 = sum((x - m)^2). Lanes past `valid` are 0. The first pass
+// prefetches the next block.
 template <typename T>
 HWY_INLINE void ColumnSums1(DF d, const T* HWY_RESTRICT p, int64_t stride, int64_t runs,
                             size_t valid, VF inv_count, float* HWY_RESTRICT m,
                             float* HWY_RESTRICT s1, float* HWY_RESTRICT s2) {
-  const VF first = LoadPart(d, p, valid, 0.0f);
+  auto load = [&](int64_t r) { return LoadPartNoPrefetch(d, p + r * stride, valid, 0.0f); };
+  const VF first = load(0);
   VF a = hn::Zero(d);
-  for (int64_t r = 1; r < runs; ++r) a = hn::Add(a, hn::Sub(LoadPart(d, p + r * stride, valid, 0.0f), first));
+  for (int64_t r = 1; r < runs; ++r) {
+    PrefetchBlockAhead(p + r * stride, runs * stride, valid * sizeof(T));
+    a = hn::Add(a, hn::Sub(load(r), first));
+  }
   const VF mean = hn::MulAdd(a, inv_count, first);
   VF b1 = hn::Zero(d), b2 = hn::Zero(d);
   for (int64_t r = 0; r < runs; ++r) {
-    const VF dev = hn::Sub(LoadPart(d, p + r * stride, valid, 0.0f), mean);
+    const VF dev = hn::Sub(load(r), mean);
     b1 = hn::Add(b1, dev);
     b2 = hn::MulAdd(dev, dev, b2);
   }
@@ -218,12 +223,14 @@ HWY_INLINE void ColumnSums4(DF d, const T* HWY_RESTRICT p, int64_t stride, int64
   const VF f0 = LoadAs(d, p), f1 = LoadAs(d, p + N), f2 = LoadAs(d, p + 2 * N),
            f3 = LoadAs(d, p + 3 * N);
   VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  const int64_t ahead = runs * stride;  // the same columns of the next block
   for (int64_t r = 1; r < runs; ++r) {
     const T* HWY_RESTRICT q = p + r * stride;
-    a0 = hn::Add(a0, hn::Sub(LoadAs(d, q), f0));
-    a1 = hn::Add(a1, hn::Sub(LoadAs(d, q + N), f1));
-    a2 = hn::Add(a2, hn::Sub(LoadAs(d, q + 2 * N), f2));
-    a3 = hn::Add(a3, hn::Sub(LoadAs(d, q + 3 * N), f3));
+    PrefetchBlockAhead(q, ahead, 4 * N * sizeof(T));
+    a0 = hn::Add(a0, hn::Sub(LoadNoPrefetch(d, q), f0));
+    a1 = hn::Add(a1, hn::Sub(LoadNoPrefetch(d, q + N), f1));
+    a2 = hn::Add(a2, hn::Sub(LoadNoPrefetch(d, q + 2 * N), f2));
+    a3 = hn::Add(a3, hn::Sub(LoadNoPrefetch(d, q + 3 * N), f3));
   }
   const VF m0 = hn::MulAdd(a0, inv_count, f0), m1 = hn::MulAdd(a1, inv_count, f1),
            m2 = hn::MulAdd(a2, inv_count, f2), m3 = hn::MulAdd(a3, inv_count, f3);
@@ -231,8 +238,9 @@ HWY_INLINE void ColumnSums4(DF d, const T* HWY_RESTRICT p, int64_t stride, int64
   VF c0 = hn::Zero(d), c1 = hn::Zero(d), c2 = hn::Zero(d), c3 = hn::Zero(d);
   for (int64_t r = 0; r < runs; ++r) {
     const T* HWY_RESTRICT q = p + r * stride;
-    const VF d0 = hn::Sub(LoadAs(d, q), m0), d1 = hn::Sub(LoadAs(d, q + N), m1),
-             d2 = hn::Sub(LoadAs(d, q + 2 * N), m2), d3 = hn::Sub(LoadAs(d, q + 3 * N), m3);
+    const VF d0 = hn::Sub(LoadNoPrefetch(d, q), m0), d1 = hn::Sub(LoadNoPrefetch(d, q + N), m1),
+             d2 = hn::Sub(LoadNoPrefetch(d, q + 2 * N), m2),
+             d3 = hn::Sub(LoadNoPrefetch(d, q + 3 * N), m3);
     b0 = hn::Add(b0, d0);
     b1 = hn::Add(b1, d1);
     b2 = hn::Add(b2, d2);
