@@ -4,8 +4,11 @@
 #ifndef BNORM_TEST_REFERENCE_H_
 #define BNORM_TEST_REFERENCE_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "bnorm/bnorm.h"
@@ -39,6 +42,88 @@ inline bool Near(double got, double value, double mag, double k) {
   if (!std::isfinite(got)) return false;
   return std::fabs(got - value) <= k * kUlp * mag + 1e-37;
 }
+
+// --- Half precision: exact conversions in double arithmetic, independent of the
+// library's bits (the inputs of the half-precision checks are values of the type).
+
+inline uint32_t FloatBits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof(b));
+  return b;
+}
+
+// Returns v rounded to nearest-even with `mant` mantissa bits and minimum normal
+// exponent `emin`, or +-Inf beyond `max`.
+inline double RoundTo(double v, int mant, int emin, double max) {
+  if (std::isnan(v) || std::isinf(v) || v == 0) return v;
+  const int e = std::max(std::ilogb(v), emin);
+  const double ulp = std::ldexp(1.0, e - mant);
+  const double r = std::nearbyint(v / ulp) * ulp;  // default rounding: ties to even
+  if (std::fabs(r) > max) return std::copysign(HUGE_VAL, v);
+  return r;
+}
+
+struct BF16 {
+  using T = bnorm_bf16;
+  static constexpr const char* kName = "bf16";
+  // The largest finite bfloat16: (2 - 2^-7) * 2^127.
+  static double Max() { return std::ldexp(2.0 - std::ldexp(1.0, -7), 127); }
+  static double Round(double v) { return RoundTo(v, 7, -126, Max()); }
+  static T Encode(double v) {  // v representable (or Inf / NaN)
+    const float f = std::isnan(v) ? std::numeric_limits<float>::quiet_NaN() : static_cast<float>(v);
+    return T{static_cast<uint16_t>(FloatBits(f) >> 16)};
+  }
+  static double Decode(T h) {
+    const uint32_t b = static_cast<uint32_t>(h.bits) << 16;
+    float f;
+    std::memcpy(&f, &b, sizeof(f));
+    return f;
+  }
+  // Half an ulp of |v| (the rounding error bound).
+  static double HalfUlp(double v) {
+    return std::ldexp(1.0, std::max(std::ilogb(std::max(std::fabs(v), 1e-300)), -126) - 8);
+  }
+};
+
+struct F16 {
+  using T = bnorm_f16;
+  static constexpr const char* kName = "f16";
+  static double Max() { return 65504.0; }
+  static double Round(double v) { return RoundTo(v, 10, -14, Max()); }
+  static T Encode(double v) {
+    uint16_t sign = std::signbit(v) ? 0x8000 : 0;
+    const double a = std::fabs(v);
+    if (std::isnan(v)) return T{0x7e00};
+    if (std::isinf(v)) return T{static_cast<uint16_t>(sign | 0x7c00)};
+    if (a < std::ldexp(1.0, -14))
+      return T{static_cast<uint16_t>(sign | static_cast<uint16_t>(a * 16777216.0))};
+    const int e = std::ilogb(a);
+    const double m = a / std::ldexp(1.0, e) - 1.0;  // [0, 1)
+    return T{static_cast<uint16_t>(sign | ((e + 15) << 10) | static_cast<uint16_t>(m * 1024.0))};
+  }
+  static double Decode(T h) {
+    const int e = (h.bits >> 10) & 0x1f, m = h.bits & 0x3ff;
+    const double sign = (h.bits & 0x8000) ? -1.0 : 1.0;
+    if (e == 0) return sign * std::ldexp(m, -24);
+    if (e == 31) return m ? std::numeric_limits<double>::quiet_NaN() : sign * HUGE_VAL;
+    return sign * std::ldexp(1.0 + m / 1024.0, e - 15);
+  }
+  static double HalfUlp(double v) {
+    return std::ldexp(1.0, std::max(std::ilogb(std::max(std::fabs(v), 1e-300)), -14) - 11);
+  }
+};
+
+// float32 in the same form, for checks written over the three element types: its
+// outputs carry no rounding beyond the float32 tolerance.
+struct F32 {
+  using T = float;
+  static constexpr const char* kName = "f32";
+  static double Max() { return std::numeric_limits<float>::max(); }
+  static double Round(double v) { return static_cast<float>(v); }
+  static T Encode(double v) { return static_cast<float>(v); }
+  static double Decode(T f) { return f; }
+  static double HalfUlp(double) { return 0; }
+};
 
 // Per-channel mean and biased variance, two passes in float64.
 struct Stats {

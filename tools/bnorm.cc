@@ -34,11 +34,16 @@ commands:
                      and saved statistics, inference, fold, affine, backward; with
                      and without fused ReLU) on every supported target against the
                      float64 reference of test/reference.h, over a sweep of shapes
-                     (both layouts, odd sizes, |mean|/std = 1e4), plus empty tensors
-                     and thread-count determinism; prints the worst error per target
-                     and output; exits 1 on any failure
+                     (both layouts, odd sizes, |mean|/std = 1e4), plus empty tensors,
+                     refusals and thread-count determinism, with tensors of float32,
+                     bfloat16 and float16 (their inputs are values of the type; a
+                     half output may be off by half an ulp of its type more);
+                     prints the worst error per type, target and output; exits 1 on
+                     any failure
       --json FILE      also write the results as JSON
       --target NAME    check only this target (repeatable; default: all supported)
+      --type T         f32, bf16 or f16: check only this element type (repeatable;
+                       default: all three)
       --quick          about a twentieth of the elements (same kinds of cases):
                        for emulators such as qemu
   bench [options]    time operations on real network shapes with a cold cache and
@@ -183,6 +188,11 @@ int Main(int argc, char** argv) {
         if (!supported)
           throw UsageError{"--target: '" + name + "' is not supported (" + KnownTargets() + ")"};
         options.targets.push_back(name);
+      } else if (opt == "--type") {
+        const std::string type = args.Value(opt);
+        if (type != "f32" && type != "bf16" && type != "f16")
+          throw UsageError{"--type: expected f32, bf16 or f16, got '" + type + "'"};
+        options.types.push_back(type);
       } else if (opt == "--quick") {
         options.quick = true;
       } else if (opt == "--help" || opt == "-h") {

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bnorm/bnorm.h"
@@ -33,6 +34,8 @@ enum class Unit {
   kUlp,       // |got - value| / (2^-24 * mag), mag from the reference
   kRelative,  // |got - value| / |value|
   kCount,     // number of bad calls or differing values
+  kBound,     // half-precision tensors: |got - value| / (half an ulp of the type at
+              // value + 64 float32 ulps of mag), so 1 is the bound
 };
 
 struct Metric {
@@ -92,8 +95,40 @@ constexpr Metric kMetrics[kNumMetrics] = {
     {"backward+relu.dgamma", Unit::kUlp, 64, ""},
     {"backward+relu.dbeta", Unit::kUlp, 64, ""},
     {"calls", Unit::kCount, 0, "wrong status, canary, refusal or written-when-refused failures"},
-    {"determinism", Unit::kCount, 0, "values differing between 1, 3, default threads, serial"},
+    {"determinism", Unit::kCount, 0,
+     "output bytes differing between 1, 3, default threads, serial"},
 };
+
+// Whether a metric is a tensor output (y, dx), stored in the tensors' element type.
+inline bool IsTensor(MetricId id) {
+  switch (id) {
+    case kTrainingY:
+    case kTrainingYRelu:
+    case kInferenceY:
+    case kInferenceYRelu:
+    case kAffineY:
+    case kAffineYRelu:
+    case kBackwardDx:
+    case kBackwardReluDx:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The metric of an output for tensors of bfloat16 / float16 (`half`) or float32: a half
+// tensor output is the float32 result rounded once, so its bound adds half an ulp of
+// the type to the float32 tolerance; every other output is float32 in either case.
+inline Metric MetricOf(MetricId id, bool half) {
+  if (!half || !IsTensor(id)) return kMetrics[id];
+  return {kMetrics[id].name, Unit::kBound, 1,
+          "fraction of (half an ulp of the type + 64 float32 ulps of mag)"};
+}
+
+// Fold takes and returns per-channel floats only: it has no half-precision variant.
+inline bool Applies(MetricId id, bool half) {
+  return !half || (id != kFoldScale && id != kFoldShift);
+}
 
 struct Result {
   double worst = 0;  // in the metric's unit; +inf for a non-finite mismatch
@@ -101,13 +136,18 @@ struct Result {
   int64_t failed = 0;
 };
 
-// One target's results, and whether dispatch switched to it.
+// One target's results for one element type, and whether dispatch switched to it.
 struct TargetResults {
-  std::string name;
+  std::string name;          // the target
+  std::string type = "f32";  // the tensors' element type: f32, bf16 or f16
   bool dispatched = false;
   std::string dispatch_message;
   Result results[kNumMetrics];
   int64_t nonfinite_notes = 0;  // NaN for Inf or the reverse, in the NaN+Inf cases
+  int64_t shapes = 0;           // cases of the sweep checked
+  bool half() const { return type != "f32"; }
+  // The target, with the element type where it is not float32 ("AVX3 bf16").
+  std::string Label() const { return half() ? name + " " + type : name; }
   bool Pass() const {
     if (!dispatched) return false;
     for (const Result& r : results) {
@@ -223,39 +263,51 @@ inline std::vector<Case> QuickSweep() {
   return cases;
 }
 
-// A float buffer with a canary zone behind it: Poison() fills the payload with NaN and
-// the canary with a pattern; CanaryOk() says whether the canary survived.
+// A buffer of T (float, bnorm_bf16, bnorm_f16) with a canary zone behind it: Poison()
+// fills the payload with a NaN and the canary with a pattern; CanaryOk() says whether
+// the canary survived.
+template <typename T>
 class Guarded {
  public:
   static constexpr size_t kCanary = 16;
   explicit Guarded(size_t n = 0) : n_(n), v_(n + kCanary) { Poison(); }
-  float* data() { return v_.data(); }
-  const float* data() const { return v_.data(); }
+  T* data() { return v_.data(); }
+  const T* data() const { return v_.data(); }
   size_t size() const { return n_; }
-  float operator[](size_t i) const { return v_[i]; }
   void Poison() {
-    std::fill(v_.begin(), v_.begin() + n_, std::numeric_limits<float>::quiet_NaN());
-    std::fill(v_.begin() + n_, v_.end(), kCanaryValue);
+    std::fill(v_.begin(), v_.begin() + n_, Pattern(kPoison));
+    std::fill(v_.begin() + n_, v_.end(), Pattern(kCanaryBits));
   }
-  void Fill(const std::vector<float>& values) {
+  void Fill(const std::vector<T>& values) {
     std::copy(values.begin(), values.end(), v_.begin());
-    std::fill(v_.begin() + n_, v_.end(), kCanaryValue);
+    std::fill(v_.begin() + n_, v_.end(), Pattern(kCanaryBits));
   }
   bool CanaryOk() const {
+    const T canary = Pattern(kCanaryBits);
     for (size_t i = n_; i < v_.size(); ++i) {
-      if (std::memcmp(&v_[i], &kCanaryValue, sizeof(float)) != 0) return false;
+      if (std::memcmp(&v_[i], &canary, sizeof(T)) != 0) return false;
     }
     return true;
   }
-  // Whether the payload is bit-identical to `other`'s.
-  bool SameBits(const std::vector<float>& other) const {
-    return other.size() == n_ && std::memcmp(other.data(), v_.data(), n_ * sizeof(float)) == 0;
+  // Whether the payload is bit-identical to `other`.
+  bool SameBits(const std::vector<T>& other) const {
+    return other.size() == n_ && std::memcmp(other.data(), v_.data(), n_ * sizeof(T)) == 0;
+  }
+  bool SameBits(const Guarded& other) const {
+    return other.n_ == n_ && std::memcmp(other.v_.data(), v_.data(), n_ * sizeof(T)) == 0;
   }
 
  private:
-  static constexpr float kCanaryValue = -1234.5678f;
+  // float: a quiet NaN and -1234.5678f; halves: 0xFFFF (a NaN) and 0xABCD.
+  static constexpr uint32_t kPoison = sizeof(T) == 4 ? 0x7FC00000u : 0xFFFFu;
+  static constexpr uint32_t kCanaryBits = sizeof(T) == 4 ? 0xC49A522Bu : 0xABCDu;
+  static T Pattern(uint32_t bits) {
+    T t;
+    std::memcpy(&t, &bits, sizeof(T));  // little-endian: the low bytes for halves
+    return t;
+  }
   size_t n_;
-  std::vector<float> v_;
+  std::vector<T> v_;
 };
 
 // The inputs of one case, and the float64 reference of every operation on them.
@@ -278,7 +330,12 @@ inline std::vector<float> ToFloat(const ref::Vec& v) {
   return std::vector<float>(v.begin(), v.end());
 }
 
-inline CaseData MakeCase(const Case& cs, uint64_t seed) {
+// Makes the inputs of a case and their reference for tensors of element type H
+// (ref::F32, BF16, F16): the tensor inputs (x, dy, and the y that masks the ReLU
+// backward) are values of H, so that the reference is that of what the call is given;
+// float16's high-mean channels keep |x| below its largest finite value.
+template <typename H = ref::F32>
+CaseData MakeCase(const Case& cs, uint64_t seed) {
   CaseData d;
   d.cs = cs;
   const bnorm_shape& s = cs.shape;
@@ -288,6 +345,7 @@ inline CaseData MakeCase(const Case& cs, uint64_t seed) {
   std::vector<double> channel_mean(c), channel_sd(c);
   for (size_t ch = 0; ch < c; ++ch) {
     channel_sd[ch] = std::exp(rng.Uniform(std::log(0.1), std::log(10.0)));
+    if (cs.high_mean) channel_sd[ch] = std::min(channel_sd[ch], H::Max() / 2e4);
     channel_mean[ch] =
         cs.high_mean ? (rng.Uniform(0, 1) < 0.5 ? -1e4 : 1e4) * channel_sd[ch] : rng.Uniform(-3, 3);
   }
@@ -297,8 +355,8 @@ inline CaseData MakeCase(const Case& cs, uint64_t seed) {
     for (int64_t ch = 0; ch < s.c; ++ch) {
       for (int64_t sp = 0; sp < s.spatial; ++sp) {
         const int64_t o = ref::Offset(s, i, ch, sp);
-        d.x[o] = static_cast<float>(channel_mean[ch] + channel_sd[ch] * rng.Normal());
-        d.dy[o] = static_cast<float>(rng.Normal());
+        d.x[o] = static_cast<float>(H::Round(channel_mean[ch] + channel_sd[ch] * rng.Normal()));
+        d.dy[o] = static_cast<float>(H::Round(rng.Normal()));
       }
     }
   }
@@ -351,7 +409,7 @@ inline CaseData MakeCase(const Case& cs, uint64_t seed) {
     d.saved_mean.push_back(static_cast<float>(d.stats.mean[ch]));
     d.saved_invstd.push_back(static_cast<float>(1.0 / std::sqrt(d.stats.var[ch] + kEps)));
   }
-  d.relu_y = ToFloat(d.inference_y.value);
+  for (const double v : d.inference_y.value) d.relu_y.push_back(static_cast<float>(H::Round(v)));
   d.backward = ref::Backward(s, x, d.dy.data(), d.saved_mean.data(), d.saved_invstd.data(),
                              d.gamma.data(), nullptr, false);
   d.backward_relu = ref::Backward(s, x, d.dy.data(), d.saved_mean.data(), d.saved_invstd.data(),
@@ -364,9 +422,10 @@ inline CaseData MakeCase(const Case& cs, uint64_t seed) {
 
 class Checker {
  public:
+  // half_ulp: H::HalfUlp of the tensors' element type, null for float32.
   Checker(TargetResults* target, std::vector<std::string>* failures,
-          std::vector<std::string>* notes = nullptr)
-      : target_(target), failures_(failures), notes_(notes) {}
+          std::vector<std::string>* notes = nullptr, double (*half_ulp)(double) = nullptr)
+      : target_(target), failures_(failures), notes_(notes), half_ulp_(half_ulp) {}
 
   void SetCase(const Case* cs) { case_ = cs; }
   // Names the variant being checked ("in place"), for failure messages; "" for none.
@@ -374,20 +433,26 @@ class Checker {
   TargetResults* target() { return target_; }
 
   // Compares n values against value/mag in ulps of mag: passes where ref::Near does.
+  // A half-precision tensor output may also be off by its rounding: it passes within
+  // half an ulp of its type at value plus k ulps of mag, and counts in that unit.
   void Ulp(MetricId id, const float* got, const ref::Vec& value, const ref::Vec& mag, size_t n) {
     Result& r = target_->results[id];
     const double k = kMetrics[id].tolerance;
+    const bool bound = half_ulp_ != nullptr && IsTensor(id);
     double worst = r.worst;
     for (size_t i = 0; i < n; ++i) {
+      // The error's unit, and the tolerance in it.
+      const double unit = bound ? half_ulp_(value[i]) + k * ref::kUlp * mag[i] : ref::kUlp * mag[i];
+      const double tolerance = bound ? 1 : k;
       // Fast path, finite values within tolerance (a NaN difference fails the test).
       const double diff = std::fabs(got[i] - value[i]);
-      if (diff <= k * ref::kUlp * mag[i] + 1e-37) {
-        if (diff > 0) worst = std::max(worst, mag[i] > 0 ? diff / (ref::kUlp * mag[i]) : 0.0);
+      if (diff <= tolerance * unit + 1e-37) {
+        if (diff > 0) worst = std::max(worst, unit > 0 ? diff / unit : 0.0);
         continue;
       }
       double err;
       if (std::isfinite(value[i]) && std::isfinite(got[i])) {
-        err = mag[i] > 0 ? diff / (ref::kUlp * mag[i]) : std::numeric_limits<double>::infinity();
+        err = unit > 0 ? diff / unit : std::numeric_limits<double>::infinity();
       } else {
         err = NonFinite(id, i, got[i], value[i], ref::Near(got[i], value[i], mag[i], k));
       }
@@ -447,13 +512,14 @@ class Checker {
     return ok && got == bnorm_success;
   }
 
-  void Canary(const Guarded& g, const char* what) {
+  template <typename T>
+  void Canary(const Guarded<T>& g, const char* what) {
     Call(g.CanaryOk(), std::string(what) + ": wrote past the end of the output");
   }
 
   void Fail(const std::string& message) {
     if (failures_->size() < kMaxFailures) {
-      failures_->push_back(target_->name + (case_ ? " " + CaseString(*case_) : std::string()) +
+      failures_->push_back(target_->Label() + (case_ ? " " + CaseString(*case_) : std::string()) +
                            (*variant_ ? std::string(" (") + variant_ + ")" : "") + ": " + message);
     }
   }
@@ -467,7 +533,9 @@ class Checker {
     char buffer[256];
     std::snprintf(buffer, sizeof(buffer), "%s[%zu] = %.9g, reference %.9g (error %.3g %s)",
                   kMetrics[id].name, i, got, want, err,
-                  kMetrics[id].unit == Unit::kUlp ? "ulp" : "relative");
+                  kMetrics[id].unit == Unit::kRelative   ? "relative"
+                  : half_ulp_ != nullptr && IsTensor(id) ? "of the bound"
+                                                         : "ulp");
     Fail(buffer);
   }
 
@@ -484,7 +552,7 @@ class Checker {
     if (++target_->nonfinite_notes <= 3 && notes_ != nullptr) {
       char buffer[256];
       std::snprintf(buffer, sizeof(buffer), "%s %s%s: %s[%zu] = %g, reference %g",
-                    target_->name.c_str(), CaseString(*case_).c_str(),
+                    target_->Label().c_str(), CaseString(*case_).c_str(),
                     *variant_ ? (std::string(" (") + variant_ + ")").c_str() : "",
                     kMetrics[id].name, i, got, want);
       notes_->push_back(buffer);
@@ -495,24 +563,49 @@ class Checker {
   TargetResults* target_;
   std::vector<std::string>* failures_;
   std::vector<std::string>* notes_;
+  double (*half_ulp_)(double);
   const Case* case_ = nullptr;
   const char* variant_ = "";
 };
 
-// Runs every operation of one case on the active target and compares.
-inline void CheckCase(const CaseData& d, Checker& ck) {
+// The tensors of a case in element type H (values already of H: exact), and back.
+template <typename H>
+std::vector<typename H::T> Encoded(const std::vector<float>& v) {
+  std::vector<typename H::T> out;
+  out.reserve(v.size());
+  for (const float f : v) out.push_back(H::Encode(f));
+  return out;
+}
+template <typename H>
+std::vector<float> Decoded(const Guarded<typename H::T>& g) {
+  std::vector<float> out(g.size());
+  for (size_t i = 0; i < g.size(); ++i) out[i] = static_cast<float>(H::Decode(g.data()[i]));
+  return out;
+}
+
+// Runs every operation of one case on the active target with tensors of element type
+// H (made by MakeCase<H>) and compares. Fold, whose arguments are per-channel floats
+// whatever the tensors hold, runs with float32 only.
+template <typename H>
+void CheckCase(const CaseData& d, Checker& ck) {
+  using T = typename H::T;
+  using Api = detail::Api<T>;
   const bnorm_shape* s = &d.cs.shape;
   const size_t elements = d.x.size(), c = static_cast<size_t>(s->c);
-  const float* x = d.x.data();
+  const std::vector<T> xt = Encoded<H>(d.x), dyt = Encoded<H>(d.dy), relu_yt = Encoded<H>(d.relu_y);
+  const T* x = xt.data();
+  auto ulp = [&](MetricId id, const Guarded<T>& got, const ref::Output& want) {
+    ck.Ulp(id, Decoded<H>(got).data(), want, elements);
+  };
+  ref::Vec mean_mag(c);
+  for (size_t ch = 0; ch < c; ++ch) mean_mag[ch] = ref::MeanMag(d.stats.mean[ch], d.stats.var[ch]);
 
   // Moments.
   {
-    Guarded mean(c), var(c);
+    Guarded<float> mean(c), var(c);
     if (ck.Expect(bnorm_success, "moments",
-                  [&] { return bnorm_moments_f32(s, x, mean.data(), var.data()); })) {
-      ref::Vec mag(c);
-      for (size_t ch = 0; ch < c; ++ch) mag[ch] = ref::MeanMag(d.stats.mean[ch], d.stats.var[ch]);
-      ck.Ulp(kMomentsMean, mean.data(), d.stats.mean, mag, c);
+                  [&] { return Api::moments(s, x, mean.data(), var.data()); })) {
+      ck.Ulp(kMomentsMean, mean.data(), d.stats.mean, mean_mag, c);
       ck.Relative(kMomentsVar, var.data(), d.stats.var, c);
     }
     ck.Canary(mean, "moments mean");
@@ -522,37 +615,30 @@ inline void CheckCase(const CaseData& d, Checker& ck) {
   // Training forward: (a) gamma, beta, unbiased running var; (b) no gamma, beta, ReLU,
   // biased running var. With count < 2 the call must be refused, nothing written.
   for (const bool relu : {false, true}) {
-    Guarded y(elements), running_mean(c), running_var(c), saved_mean(c), saved_invstd(c);
+    Guarded<T> y(elements);
+    Guarded<float> running_mean(c), running_var(c), saved_mean(c), saved_invstd(c);
     running_mean.Fill(d.running_mean0);
     running_var.Fill(d.running_var0);
     const unsigned flags = relu ? BNORM_FUSE_RELU | BNORM_RUNNING_VAR_BIASED : 0u;
     const bnorm_status expected = d.trainable ? bnorm_success : bnorm_invalid_argument;
     const bool ran = ck.Expect(expected, relu ? "training+relu" : "training", [&] {
-      return bnorm_forward_training_f32(s, x, y.data(), relu ? nullptr : d.gamma.data(),
-                                        relu ? nullptr : d.beta.data(), kEps, kMomentum,
-                                        running_mean.data(), running_var.data(), saved_mean.data(),
-                                        saved_invstd.data(), flags);
+      return Api::forward_training(s, x, y.data(), relu ? nullptr : d.gamma.data(),
+                                   relu ? nullptr : d.beta.data(), kEps, kMomentum,
+                                   running_mean.data(), running_var.data(), saved_mean.data(),
+                                   saved_invstd.data(), flags);
     });
     if (ran) {
-      ck.Ulp(relu ? kTrainingYRelu : kTrainingY, y.data(), relu ? d.training_y_relu : d.training_y,
-             elements);
-      ref::Vec mag(c);
-      for (size_t ch = 0; ch < c; ++ch) mag[ch] = ref::MeanMag(d.stats.mean[ch], d.stats.var[ch]);
-      ck.Ulp(kTrainingSavedMean, saved_mean.data(), d.stats.mean, mag, c);
+      ulp(relu ? kTrainingYRelu : kTrainingY, y, relu ? d.training_y_relu : d.training_y);
+      ck.Ulp(kTrainingSavedMean, saved_mean.data(), d.stats.mean, mean_mag, c);
       ck.Relative(kTrainingSavedInvstd, saved_invstd.data(), d.invstd, c);
       ck.Ulp(kTrainingRunningMean, running_mean.data(), d.running_mean, d.running_mean_mag, c);
       ck.Relative(kTrainingRunningVar, running_var.data(),
                   relu ? d.running_var_biased : d.running_var, c);
     } else if (!d.trainable) {
-      Guarded fresh(elements);
-      const Guarded fresh_c(c);
-      auto payload = [](const Guarded& g) {
-        return std::vector<float>(g.data(), g.data() + g.size());
-      };
-      const bool untouched = fresh.SameBits(payload(y)) && fresh_c.SameBits(payload(saved_mean)) &&
-                             fresh_c.SameBits(payload(saved_invstd)) &&
-                             running_mean.SameBits(d.running_mean0) &&
-                             running_var.SameBits(d.running_var0);
+      const bool untouched =
+          y.SameBits(Guarded<T>(elements)) && saved_mean.SameBits(Guarded<float>(c)) &&
+          saved_invstd.SameBits(Guarded<float>(c)) && running_mean.SameBits(d.running_mean0) &&
+          running_var.SameBits(d.running_var0);
       ck.Call(untouched, "refused training call (count < 2) changed an output");
     }
     ck.Canary(y, "training y");
@@ -564,21 +650,21 @@ inline void CheckCase(const CaseData& d, Checker& ck) {
 
   // Inference: (a) gamma, beta; (b) neither, ReLU.
   for (const bool relu : {false, true}) {
-    Guarded y(elements);
+    Guarded<T> y(elements);
     if (ck.Expect(bnorm_success, relu ? "inference+relu" : "inference", [&] {
-          return bnorm_forward_inference_f32(s, x, y.data(), relu ? nullptr : d.gamma.data(),
-                                             relu ? nullptr : d.beta.data(), d.inf_mean.data(),
-                                             d.inf_var.data(), kEps, relu ? BNORM_FUSE_RELU : 0u);
+          return Api::forward_inference(s, x, y.data(), relu ? nullptr : d.gamma.data(),
+                                        relu ? nullptr : d.beta.data(), d.inf_mean.data(),
+                                        d.inf_var.data(), kEps, relu ? BNORM_FUSE_RELU : 0u);
         })) {
-      ck.Ulp(relu ? kInferenceYRelu : kInferenceY, y.data(),
-             relu ? d.inference_y_relu : d.inference_y, elements);
+      ulp(relu ? kInferenceYRelu : kInferenceY, y, relu ? d.inference_y_relu : d.inference_y);
     }
     ck.Canary(y, "inference y");
   }
 
   // Fold, with and without gamma and beta.
   for (const bool defaults : {false, true}) {
-    Guarded scale(c), shift(c);
+    if (!std::is_same<T, float>::value) break;
+    Guarded<float> scale(c), shift(c);
     if (ck.Expect(bnorm_success, "fold", [&] {
           return bnorm_fold_f32(s->c, defaults ? nullptr : d.gamma.data(),
                                 defaults ? nullptr : d.beta.data(), d.inf_mean.data(),
@@ -594,13 +680,12 @@ inline void CheckCase(const CaseData& d, Checker& ck) {
 
   // Affine, without and with ReLU.
   for (const bool relu : {false, true}) {
-    Guarded y(elements);
+    Guarded<T> y(elements);
     if (ck.Expect(bnorm_success, relu ? "affine+relu" : "affine", [&] {
-          return bnorm_affine_f32(s, x, y.data(), d.scale.data(), d.shift.data(),
-                                  relu ? BNORM_FUSE_RELU : 0u);
+          return Api::affine(s, x, y.data(), d.scale.data(), d.shift.data(),
+                             relu ? BNORM_FUSE_RELU : 0u);
         })) {
-      ck.Ulp(relu ? kAffineYRelu : kAffineY, y.data(), relu ? d.affine_y_relu : d.affine_y,
-             elements);
+      ulp(relu ? kAffineYRelu : kAffineY, y, relu ? d.affine_y_relu : d.affine_y);
     }
     ck.Canary(y, "affine y");
   }
@@ -608,23 +693,21 @@ inline void CheckCase(const CaseData& d, Checker& ck) {
   // Backward: (a) gamma, all gradients; (b) no gamma, ReLU mask; (c) dx alone.
   for (int variant = 0; variant < 3; ++variant) {
     const bool relu = variant == 1, dx_only = variant == 2;
-    Guarded dx(elements), dgamma(c), dbeta(c);
+    Guarded<T> dx(elements);
+    Guarded<float> dgamma(c), dbeta(c);
     if (ck.Expect(bnorm_success, relu ? "backward+relu" : "backward", [&] {
-          return bnorm_backward_f32(s, x, d.dy.data(), d.saved_mean.data(), d.saved_invstd.data(),
-                                    relu ? nullptr : d.gamma.data(),
-                                    relu ? d.relu_y.data() : nullptr, dx.data(),
-                                    dx_only ? nullptr : dgamma.data(),
-                                    dx_only ? nullptr : dbeta.data(), relu ? BNORM_FUSE_RELU : 0u);
+          return Api::backward(s, x, dyt.data(), d.saved_mean.data(), d.saved_invstd.data(),
+                               relu ? nullptr : d.gamma.data(), relu ? relu_yt.data() : nullptr,
+                               dx.data(), dx_only ? nullptr : dgamma.data(),
+                               dx_only ? nullptr : dbeta.data(), relu ? BNORM_FUSE_RELU : 0u);
         })) {
       const ref::Gradients& g = relu ? d.backward_relu : d.backward;
-      ck.Ulp(relu ? kBackwardReluDx : kBackwardDx, dx.data(), g.dx, elements);
+      ulp(relu ? kBackwardReluDx : kBackwardDx, dx, g.dx);
       if (!dx_only) {
         ck.Ulp(relu ? kBackwardReluDgamma : kBackwardDgamma, dgamma.data(), g.dgamma, c);
         ck.Ulp(relu ? kBackwardReluDbeta : kBackwardDbeta, dbeta.data(), g.dbeta, c);
       } else {
-        const Guarded fresh(c);
-        ck.Call(fresh.SameBits(std::vector<float>(dgamma.data(), dgamma.data() + c)) &&
-                    fresh.SameBits(std::vector<float>(dbeta.data(), dbeta.data() + c)),
+        ck.Call(dgamma.SameBits(Guarded<float>(c)) && dbeta.SameBits(Guarded<float>(c)),
                 "backward with dgamma = dbeta = NULL wrote them");
       }
     }
@@ -635,86 +718,93 @@ inline void CheckCase(const CaseData& d, Checker& ck) {
 
   // In place, which the contract allows: y == x for the forward operations, dx == dy.
   ck.SetVariant("in place");
-  Guarded buffer(elements);
-  buffer.Fill(d.x);
+  Guarded<T> buffer(elements);
+  buffer.Fill(xt);
   if (ck.Expect(bnorm_success, "affine in place", [&] {
-        return bnorm_affine_f32(s, buffer.data(), buffer.data(), d.scale.data(), d.shift.data(), 0);
+        return Api::affine(s, buffer.data(), buffer.data(), d.scale.data(), d.shift.data(), 0);
       })) {
-    ck.Ulp(kAffineY, buffer.data(), d.affine_y, elements);
+    ulp(kAffineY, buffer, d.affine_y);
   }
-  buffer.Fill(d.x);
+  buffer.Fill(xt);
   if (ck.Expect(bnorm_success, "inference in place", [&] {
-        return bnorm_forward_inference_f32(s, buffer.data(), buffer.data(), d.gamma.data(),
-                                           d.beta.data(), d.inf_mean.data(), d.inf_var.data(), kEps,
-                                           0);
+        return Api::forward_inference(s, buffer.data(), buffer.data(), d.gamma.data(),
+                                      d.beta.data(), d.inf_mean.data(), d.inf_var.data(), kEps, 0);
       })) {
-    ck.Ulp(kInferenceY, buffer.data(), d.inference_y, elements);
+    ulp(kInferenceY, buffer, d.inference_y);
   }
   if (d.trainable) {
-    buffer.Fill(d.x);
-    Guarded saved_mean(c), saved_invstd(c);
+    buffer.Fill(xt);
+    Guarded<float> saved_mean(c), saved_invstd(c);
     if (ck.Expect(bnorm_success, "training in place", [&] {
-          return bnorm_forward_training_f32(s, buffer.data(), buffer.data(), d.gamma.data(),
-                                            d.beta.data(), kEps, kMomentum, nullptr, nullptr,
-                                            saved_mean.data(), saved_invstd.data(), 0);
+          return Api::forward_training(s, buffer.data(), buffer.data(), d.gamma.data(),
+                                       d.beta.data(), kEps, kMomentum, nullptr, nullptr,
+                                       saved_mean.data(), saved_invstd.data(), 0);
         })) {
-      ck.Ulp(kTrainingY, buffer.data(), d.training_y, elements);
-      ref::Vec mag(c);
-      for (size_t ch = 0; ch < c; ++ch) mag[ch] = ref::MeanMag(d.stats.mean[ch], d.stats.var[ch]);
-      ck.Ulp(kTrainingSavedMean, saved_mean.data(), d.stats.mean, mag, c);
+      ulp(kTrainingY, buffer, d.training_y);
+      ck.Ulp(kTrainingSavedMean, saved_mean.data(), d.stats.mean, mean_mag, c);
       ck.Relative(kTrainingSavedInvstd, saved_invstd.data(), d.invstd, c);
     }
   }
-  buffer.Fill(d.dy);
+  buffer.Fill(dyt);
   if (ck.Expect(bnorm_success, "backward in place", [&] {
-        return bnorm_backward_f32(s, x, buffer.data(), d.saved_mean.data(), d.saved_invstd.data(),
-                                  d.gamma.data(), nullptr, buffer.data(), nullptr, nullptr, 0);
+        return Api::backward(s, x, buffer.data(), d.saved_mean.data(), d.saved_invstd.data(),
+                             d.gamma.data(), nullptr, buffer.data(), nullptr, nullptr, 0);
       })) {
-    ck.Ulp(kBackwardDx, buffer.data(), d.backward.dx, elements);
+    ulp(kBackwardDx, buffer, d.backward.dx);
   }
   ck.Canary(buffer, "in-place buffer");
   ck.SetVariant("");
 }
 
 // Checks that empty tensors succeed and write nothing.
-inline void CheckEmpty(Checker& ck) {
-  Guarded out(4), out2(4);
+template <typename H>
+void CheckEmpty(Checker& ck) {
+  using T = typename H::T;
+  using Api = detail::Api<T>;
+  Guarded<T> out(4);
+  Guarded<float> stats(4), stats2(4);
   const float one[4] = {1, 1, 1, 1};
+  const T in[4] = {H::Encode(1), H::Encode(1), H::Encode(1), H::Encode(1)};
   for (const bnorm_layout layout : {bnorm_nchw, bnorm_nhwc}) {
     const bnorm_shape no_channels{4, 0, 5, layout}, no_images{0, 4, 5, layout};
     ck.Expect(bnorm_success, "moments on c = 0",
-              [&] { return bnorm_moments_f32(&no_channels, one, out.data(), out2.data()); });
+              [&] { return Api::moments(&no_channels, in, stats.data(), stats2.data()); });
     ck.Expect(bnorm_success, "training on c = 0", [&] {
-      return bnorm_forward_training_f32(&no_channels, one, out.data(), nullptr, nullptr, kEps,
-                                        kMomentum, nullptr, nullptr, nullptr, nullptr, 0);
+      return Api::forward_training(&no_channels, in, out.data(), nullptr, nullptr, kEps, kMomentum,
+                                   nullptr, nullptr, nullptr, nullptr, 0);
     });
     ck.Expect(bnorm_success, "affine on n = 0",
-              [&] { return bnorm_affine_f32(&no_images, one, out.data(), one, one, 0); });
+              [&] { return Api::affine(&no_images, in, out.data(), one, one, 0); });
     ck.Expect(bnorm_success, "inference on n = 0", [&] {
-      return bnorm_forward_inference_f32(&no_images, one, out.data(), nullptr, nullptr, one, one,
-                                         kEps, 0);
+      return Api::forward_inference(&no_images, in, out.data(), nullptr, nullptr, one, one, kEps,
+                                    0);
     });
     ck.Expect(bnorm_success, "backward on c = 0", [&] {
-      return bnorm_backward_f32(&no_channels, one, one, one, one, nullptr, nullptr, out.data(),
-                                out2.data(), out2.data(), 0);
+      return Api::backward(&no_channels, in, in, one, one, nullptr, nullptr, out.data(),
+                           stats.data(), stats2.data(), 0);
     });
   }
-  const Guarded fresh(4);
-  ck.Call(fresh.SameBits(std::vector<float>(out.data(), out.data() + 4)) &&
-              fresh.SameBits(std::vector<float>(out2.data(), out2.data() + 4)) && out.CanaryOk() &&
-              out2.CanaryOk(),
+  ck.Call(out.SameBits(Guarded<T>(4)) && stats.SameBits(Guarded<float>(4)) &&
+              stats2.SameBits(Guarded<float>(4)) && out.CanaryOk() && stats.CanaryOk() &&
+              stats2.CanaryOk(),
           "an empty-tensor call wrote an output");
 }
 
 // Checks that bad arguments are refused with the right status and a message, and that
 // nothing is written: partial overlap, bad eps and momentum, unknown flag bits and
-// layouts, null or half-given buffers, negative sizes, unknown target names.
-inline void CheckRefusals(Checker& ck) {
+// layouts, null or half-given buffers, negative sizes; with float32 also unknown target
+// names.
+template <typename H>
+void CheckRefusals(Checker& ck) {
+  using T = typename H::T;
+  using Api = detail::Api<T>;
   constexpr size_t kN = 2 * 3 * 5;
-  std::vector<float> x(kN + 8, 0.5f), params(3, 1.0f);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 5);
-  const std::vector<float> x0 = x;
-  Guarded y(kN), stats(3), stats2(3);
+  std::vector<T> x;
+  for (size_t i = 0; i < kN + 8; ++i) x.push_back(H::Encode(static_cast<double>(i % 5)));
+  const std::vector<float> params(3, 1.0f);
+  Guarded<T> y(kN), xs(kN + 8);
+  xs.Fill(x);
+  Guarded<float> stats(3), stats2(3);
   const bnorm_shape s{2, 3, 5, bnorm_nchw};
   const float* p = params.data();
   auto refused = [&](const char* what, bnorm_status expected, bnorm_status got) {
@@ -724,39 +814,34 @@ inline void CheckRefusals(Checker& ck) {
                 bnorm_last_error() + "\")");
   };
   const bnorm_status bad = bnorm_invalid_argument;
-  refused("affine with y = x + 1 (partial overlap)", bad,
-          bnorm_affine_f32(&s, x.data(), x.data() + 1, p, p, 0));
+  T* const xd = xs.data();
+  refused("affine with y = x + 1 (partial overlap)", bad, Api::affine(&s, xd, xd + 1, p, p, 0));
   refused("training with eps = 0", bad,
-          bnorm_forward_training_f32(&s, x.data(), y.data(), p, p, 0.0f, kMomentum, nullptr,
-                                     nullptr, nullptr, nullptr, 0));
+          Api::forward_training(&s, xd, y.data(), p, p, 0.0f, kMomentum, nullptr, nullptr, nullptr,
+                                nullptr, 0));
   refused("training with eps = NaN", bad,
-          bnorm_forward_training_f32(&s, x.data(), y.data(), p, p,
-                                     std::numeric_limits<float>::quiet_NaN(), kMomentum, nullptr,
-                                     nullptr, nullptr, nullptr, 0));
+          Api::forward_training(&s, xd, y.data(), p, p, std::numeric_limits<float>::quiet_NaN(),
+                                kMomentum, nullptr, nullptr, nullptr, nullptr, 0));
   refused("training with momentum = 1.5", bad,
-          bnorm_forward_training_f32(&s, x.data(), y.data(), p, p, kEps, 1.5f, stats.data(),
-                                     stats2.data(), nullptr, nullptr, 0));
+          Api::forward_training(&s, xd, y.data(), p, p, kEps, 1.5f, stats.data(), stats2.data(),
+                                nullptr, nullptr, 0));
   refused("training with running_mean but no running_var", bad,
-          bnorm_forward_training_f32(&s, x.data(), y.data(), p, p, kEps, kMomentum, stats.data(),
-                                     nullptr, nullptr, nullptr, 0));
+          Api::forward_training(&s, xd, y.data(), p, p, kEps, kMomentum, stats.data(), nullptr,
+                                nullptr, nullptr, 0));
   refused("inference with an unknown flag bit", bad,
-          bnorm_forward_inference_f32(&s, x.data(), y.data(), p, p, p, p, kEps, 1u << 7));
+          Api::forward_inference(&s, xd, y.data(), p, p, p, p, kEps, 1u << 7));
   const bnorm_shape bad_layout{2, 3, 5, static_cast<bnorm_layout>(7)};
-  refused("moments with layout 7", bad,
-          bnorm_moments_f32(&bad_layout, x.data(), stats.data(), stats2.data()));
+  refused("moments with layout 7", bad, Api::moments(&bad_layout, xd, stats.data(), stats2.data()));
   const bnorm_shape negative{2, -3, 5, bnorm_nchw};
-  refused("moments with c = -3", bad,
-          bnorm_moments_f32(&negative, x.data(), stats.data(), stats2.data()));
-  refused("moments with x = NULL", bad,
-          bnorm_moments_f32(&s, nullptr, stats.data(), stats2.data()));
+  refused("moments with c = -3", bad, Api::moments(&negative, xd, stats.data(), stats2.data()));
+  refused("moments with x = NULL", bad, Api::moments(&s, nullptr, stats.data(), stats2.data()));
   refused("backward with ReLU and y = NULL", bad,
-          bnorm_backward_f32(&s, x.data(), x.data(), p, p, p, nullptr, y.data(), stats.data(),
-                             stats2.data(), BNORM_FUSE_RELU));
-  const Guarded fresh(kN), fresh3(3);
-  auto payload = [](const Guarded& g) { return std::vector<float>(g.data(), g.data() + g.size()); };
-  ck.Call(x == x0 && fresh.SameBits(payload(y)) && fresh3.SameBits(payload(stats)) &&
-              fresh3.SameBits(payload(stats2)),
+          Api::backward(&s, xd, xd, p, p, p, nullptr, y.data(), stats.data(), stats2.data(),
+                        BNORM_FUSE_RELU));
+  ck.Call(xs.SameBits(x) && y.SameBits(Guarded<T>(kN)) && stats.SameBits(Guarded<float>(3)) &&
+              stats2.SameBits(Guarded<float>(3)),
           "a refused call wrote an output");
+  if (!std::is_same<T, float>::value) return;
 
   // Target names: unknown is invalid_argument, a foreign ISA is unsupported, and
   // neither changes the active target.
@@ -775,22 +860,26 @@ inline void CheckRefusals(Checker& ck) {
 }
 
 // Runs training, backward and moments on one shape with `threads` threads (0: the
-// default arena; -1: the BNORM_SERIAL flag) and returns every output, concatenated;
-// *ok tells whether every call succeeded.
-inline std::vector<float> DeterminismRun(const CaseData& d, int threads, bool* ok) {
+// default arena; -1: the BNORM_SERIAL flag) and returns the bits of every output,
+// concatenated; *ok tells whether every call succeeded.
+template <typename H>
+std::vector<uint8_t> DeterminismRun(const CaseData& d, int threads, bool* ok) {
+  using T = typename H::T;
+  using Api = detail::Api<T>;
   const bnorm_shape* s = &d.cs.shape;
   const size_t elements = d.x.size(), c = static_cast<size_t>(s->c);
-  std::vector<float> y(elements), dx(elements), per_channel(6 * c);
+  const std::vector<T> x = Encoded<H>(d.x), dy = Encoded<H>(d.dy);
+  std::vector<T> y(elements), dx(elements);
+  std::vector<float> per_channel(6 * c);
   float* pc = per_channel.data();
   const unsigned flags = threads < 0 ? BNORM_SERIAL : 0u;
   auto run = [&] {
-    *ok = bnorm_forward_training_f32(s, d.x.data(), y.data(), d.gamma.data(), d.beta.data(), kEps,
-                                     kMomentum, nullptr, nullptr, pc, pc + c,
-                                     flags) == bnorm_success &&
-          bnorm_backward_f32(s, d.x.data(), d.dy.data(), d.saved_mean.data(), d.saved_invstd.data(),
-                             d.gamma.data(), nullptr, dx.data(), pc + 2 * c, pc + 3 * c,
-                             flags) == bnorm_success &&
-          bnorm_moments_f32(s, d.x.data(), pc + 4 * c, pc + 5 * c) == bnorm_success;
+    *ok = Api::forward_training(s, x.data(), y.data(), d.gamma.data(), d.beta.data(), kEps,
+                                kMomentum, nullptr, nullptr, pc, pc + c, flags) == bnorm_success &&
+          Api::backward(s, x.data(), dy.data(), d.saved_mean.data(), d.saved_invstd.data(),
+                        d.gamma.data(), nullptr, dx.data(), pc + 2 * c, pc + 3 * c,
+                        flags) == bnorm_success &&
+          Api::moments(s, x.data(), pc + 4 * c, pc + 5 * c) == bnorm_success;
   };
   if (threads <= 0) {
     run();
@@ -803,33 +892,35 @@ inline std::vector<float> DeterminismRun(const CaseData& d, int threads, bool* o
     tbb::task_arena arena(threads);
     arena.execute(run);
   }
-  y.insert(y.end(), dx.begin(), dx.end());
-  y.insert(y.end(), per_channel.begin(), per_channel.end());
-  return y;
+  std::vector<uint8_t> bits(2 * elements * sizeof(T) + per_channel.size() * sizeof(float));
+  uint8_t* at = bits.data();
+  std::memcpy(at, y.data(), elements * sizeof(T));
+  std::memcpy(at += elements * sizeof(T), dx.data(), elements * sizeof(T));
+  std::memcpy(at + elements * sizeof(T), pc, per_channel.size() * sizeof(float));
+  return bits;
 }
 
-// Counts values that differ bitwise between runs with 1, 3 and the default threads,
+// Counts bytes of outputs that differ between runs with 1, 3 and the default threads,
 // with BNORM_SERIAL, and between two default runs.
-inline void CheckDeterminism(const std::vector<CaseData>& cases, Checker& ck) {
+template <typename H>
+void CheckDeterminism(const std::vector<CaseData>& cases, Checker& ck) {
   Result& r = ck.target()->results[kDeterminism];
   for (const CaseData& d : cases) {
     ck.SetCase(&d.cs);
     bool ok = true;
-    const std::vector<float> base = DeterminismRun(d, 0, &ok);
+    const std::vector<uint8_t> base = DeterminismRun<H>(d, 0, &ok);
     ck.Call(ok, "determinism run failed: " + std::string(bnorm_last_error()));
     for (const int threads : {0, 1, 3, -1}) {
-      const std::vector<float> other = DeterminismRun(d, threads, &ok);
+      const std::vector<uint8_t> other = DeterminismRun<H>(d, threads, &ok);
       ck.Call(ok, "determinism run failed: " + std::string(bnorm_last_error()));
       int64_t differ = 0;
-      for (size_t i = 0; i < base.size(); ++i) {
-        differ += std::memcmp(&base[i], &other[i], sizeof(float)) != 0;
-      }
+      for (size_t i = 0; i < base.size(); ++i) differ += base[i] != other[i];
       r.checked += static_cast<int64_t>(base.size());
       if (differ) {
         r.failed += differ;
         r.worst = std::max(r.worst, static_cast<double>(differ));
         ck.Fail("determinism: " + std::to_string(differ) + " of " + std::to_string(base.size()) +
-                " values differ between the default thread count and " +
+                " output bytes differ between the default thread count and " +
                 (threads > 0    ? std::to_string(threads) + " threads"
                  : threads == 0 ? std::string("a second run")
                                 : std::string("BNORM_SERIAL")));
@@ -841,6 +932,13 @@ inline void CheckDeterminism(const std::vector<CaseData>& cases, Checker& ck) {
 
 // ---------------------------------------------------------------------------------
 // Report.
+
+inline const char* UnitName(Unit unit) {
+  return unit == Unit::kUlp        ? "ulp"
+         : unit == Unit::kRelative ? "relative"
+         : unit == Unit::kCount    ? "count"
+                                   : "bound";
+}
 
 inline std::string FormatError(const Metric& m, const Result& r) {
   char buffer[32];
@@ -863,36 +961,48 @@ inline std::string FormatTolerance(const Metric& m) {
   } else if (m.unit == Unit::kCount) {
     std::snprintf(buffer, sizeof(buffer), "%.0f", m.tolerance);
   } else {
-    std::snprintf(buffer, sizeof(buffer), "%.0f ulp", m.tolerance);
+    std::snprintf(buffer, sizeof(buffer), "%.0f %s", m.tolerance, UnitName(m.unit));
   }
   return buffer;
 }
 
+// Prints one table per element type, a column per target.
 inline void PrintTable(const std::vector<TargetResults>& targets) {
   std::printf(
-      "\nworst error per target (ulp: |got - ref| / (2^-24 * mag); rel: / |ref|; "
-      "'!' marks a failure)\n");
-  std::printf("%-24s %-9s", "output", "tolerance");
-  for (const TargetResults& t : targets) std::printf(" %11s", t.name.c_str());
-  std::printf("\n");
-  for (int id = 0; id < kNumMetrics; ++id) {
-    const Metric& m = kMetrics[id];
-    std::printf("%-24s %-9s", m.name, FormatTolerance(m).c_str());
+      "\nworst error per target (ulp: |got - ref| / (2^-24 * mag); rel: / |ref|; bound: "
+      "|got - ref| / (half an ulp of the type + 64 ulp), half-precision tensors; '!' marks "
+      "a failure)\n");
+  for (const char* type : {"f32", "bf16", "f16"}) {
+    std::vector<const TargetResults*> columns;
     for (const TargetResults& t : targets) {
-      const Result& r = t.results[id];
-      std::printf(" %10s%c", FormatError(m, r).c_str(), r.failed ? '!' : ' ');
+      if (t.type == type) columns.push_back(&t);
+    }
+    if (columns.empty()) continue;
+    const bool half = columns[0]->half();
+    std::printf("\n%-24s %-9s",
+                half ? (std::string("tensors of ") + type).c_str() : "tensors of f32", "tolerance");
+    for (const TargetResults* t : columns) std::printf(" %11s", t->name.c_str());
+    std::printf("\n");
+    for (int id = 0; id < kNumMetrics; ++id) {
+      if (!Applies(static_cast<MetricId>(id), half)) continue;
+      const Metric m = MetricOf(static_cast<MetricId>(id), half);
+      std::printf("%-24s %-9s", m.name, FormatTolerance(m).c_str());
+      for (const TargetResults* t : columns) {
+        const Result& r = t->results[id];
+        std::printf(" %10s%c", FormatError(m, r).c_str(), r.failed ? '!' : ' ');
+      }
+      std::printf("\n");
+    }
+    std::printf("%-34s", "dispatch + verdict");
+    for (const TargetResults* t : columns) {
+      std::printf(" %11s", !t->dispatched ? "NO-DISPATCH" : t->Pass() ? "pass" : "FAIL");
     }
     std::printf("\n");
   }
-  std::printf("%-34s", "dispatch + verdict");
-  for (const TargetResults& t : targets) {
-    std::printf(" %11s", !t.dispatched ? "NO-DISPATCH" : t.Pass() ? "pass" : "FAIL");
-  }
-  std::printf("\n");
 }
 
 inline void WriteJson(const std::string& path, const std::vector<TargetResults>& targets,
-                      size_t cases, double seconds, bool pass, bool selected) {
+                      size_t cases, double seconds, bool pass, bool selected, bool types_selected) {
   Json j;
   j.BeginObject();
   j.Key("tool").String("bnorm check");
@@ -904,24 +1014,27 @@ inline void WriteJson(const std::string& path, const std::vector<TargetResults>&
   j.Key("pass").Bool(pass);
   // Whether the targets were chosen (--target, BNORM_CHECK_TARGETS), not all supported.
   j.Key("targets_selected").Bool(selected);
+  // Whether the element types were chosen (--type), not all three.
+  j.Key("types_selected").Bool(types_selected);
   j.Key("targets").BeginArray();
   for (const TargetResults& t : targets) {
     j.BeginObject();
     j.Key("target").String(t.name);
+    j.Key("type").String(t.type);
     j.Key("dispatched").Bool(t.dispatched);
     if (!t.dispatched) j.Key("dispatch_message").String(t.dispatch_message);
     j.Key("pass").Bool(t.Pass());
     j.Key("nonfinite_kind_differs").Int(t.nonfinite_notes);
+    j.Key("shapes").Int(t.shapes);
     j.Key("operations").BeginObject();
     for (int id = 0; id < kNumMetrics; ++id) {
-      const Metric& m = kMetrics[id];
+      if (!Applies(static_cast<MetricId>(id), t.half())) continue;
+      const Metric m = MetricOf(static_cast<MetricId>(id), t.half());
       const Result& r = t.results[id];
       j.Key(m.name).BeginObject();
       j.Key("what").String(m.what);
       j.Key("worst").Number(r.worst);
-      j.Key("unit").String(m.unit == Unit::kUlp        ? "ulp"
-                           : m.unit == Unit::kRelative ? "relative"
-                                                       : "count");
+      j.Key("unit").String(UnitName(m.unit));
       j.Key("tolerance").Number(m.tolerance);
       j.Key("checked").Int(r.checked);
       j.Key("failed").Int(r.failed);
@@ -938,12 +1051,69 @@ inline void WriteJson(const std::string& path, const std::vector<TargetResults>&
   }
 }
 
+// Checks the sweep, empty tensors, refusals and determinism with tensors of element
+// type H on each dispatched target of `targets` (whose type is H's).
+template <typename H>
+void CheckType(const std::vector<Case>& sweep, bool quick,
+               const std::vector<TargetResults*>& targets, std::vector<std::string>* failures,
+               std::vector<std::string>* notes) {
+  if (targets.empty()) return;
+  double (*half_ulp)(double) = std::is_same<H, ref::F32>::value ? nullptr : &H::HalfUlp;
+  uint64_t seed = 1;
+  size_t done = 0;
+  for (const Case& cs : sweep) {
+    ++seed;
+    // Quick, the half types take every fourth small plain shape and every other case
+    // (chunk and threading thresholds, high mean, NaN and Inf): the float64 reference
+    // is what costs under emulation, and the conversions are the same on every shape.
+    if (quick && half_ulp != nullptr && !cs.high_mean && !cs.nonfinite &&
+        ref::Elements(cs.shape) <= 16384 && (seed % 4) != 0) {
+      continue;
+    }
+    const CaseData d = MakeCase<H>(cs, seed - 1);
+    for (TargetResults* t : targets) {
+      if (!t->dispatched) continue;
+      bnorm_set_target(t->name.c_str());
+      Checker ck(t, failures, notes, half_ulp);
+      ck.SetCase(&d.cs);
+      CheckCase<H>(d, ck);
+      ++t->shapes;
+    }
+    if (++done % 200 == 0) {
+      std::printf("  %s: %zu / %zu shapes\n", H::kName, done, sweep.size());
+      std::fflush(stdout);
+    }
+  }
+
+  // Empty tensors, and bit-identical results whatever the thread count.
+  std::vector<CaseData> det_cases;
+  if (quick) {  // each still above the threading threshold (64 Ki values)
+    det_cases.push_back(MakeCase<H>({{2, 16, 56 * 56, bnorm_nchw}}, 1001));
+    det_cases.push_back(MakeCase<H>({{2, 16, 56 * 56, bnorm_nhwc}}, 1002));
+    det_cases.push_back(MakeCase<H>({{320, 256, 1, bnorm_nhwc}}, 1003));
+  } else {
+    det_cases.push_back(MakeCase<H>({{8, 64, 56 * 56, bnorm_nchw}}, 1001));
+    det_cases.push_back(MakeCase<H>({{8, 64, 56 * 56, bnorm_nhwc}}, 1002));
+    det_cases.push_back(MakeCase<H>({{512, 256, 1, bnorm_nhwc}}, 1003));
+  }
+  for (TargetResults* t : targets) {
+    if (!t->dispatched) continue;
+    bnorm_set_target(t->name.c_str());
+    Checker ck(t, failures, nullptr, half_ulp);
+    CheckEmpty<H>(ck);
+    CheckRefusals<H>(ck);
+    CheckDeterminism<H>(det_cases, ck);
+  }
+  bnorm_set_target("");
+}
+
 }  // namespace check
 
 struct CheckOptions {
   std::string json_path;
   std::vector<std::string> targets;  // empty: every supported target
-  bool quick = false;                 // QuickSweep and smaller determinism cases
+  std::vector<std::string> types;    // f32, bf16, f16; empty: all three
+  bool quick = false;                // QuickSweep and smaller determinism cases
 };
 
 // Runs `bnorm check`; returns the process exit code.
@@ -968,71 +1138,53 @@ inline int RunCheck(const CheckOptions& options) {
           .c_str(),
       bnorm_supported_targets());
 
-  std::vector<TargetResults> targets(names.size());
+  std::vector<std::string> types = options.types;  // validated by the option parser
+  if (types.empty()) types = {"f32", "bf16", "f16"};
   std::vector<std::string> failures, notes;
-  for (size_t t = 0; t < names.size(); ++t) targets[t].name = names[t];
 
   const std::vector<Case> sweep = options.quick ? QuickSweep() : Sweep();
   int64_t elements = 0;
   for (const Case& cs : sweep) elements += ref::Elements(cs.shape);
+  std::string type_list;
+  for (const std::string& type : types) type_list += (type_list.empty() ? "" : ", ") + type;
   std::printf(
       "cases: %zu shapes (both layouts, %.1f M elements), every operation, with and "
-      "without ReLU\n",
-      sweep.size(), elements * 1e-6);
+      "without ReLU, tensors of %s\n",
+      sweep.size(), elements * 1e-6, type_list.c_str());
   std::fflush(stdout);
 
   // Each target's dispatch is checked once up front; a target that cannot be selected
-  // is reported and skipped.
-  for (TargetResults& t : targets) {
-    const bnorm_status st = bnorm_set_target(t.name.c_str());
+  // is reported and skipped. One result column per target and type.
+  std::vector<TargetResults> targets;
+  for (const std::string& name : names) {
+    TargetResults t;
+    t.name = name;
+    const bnorm_status st = bnorm_set_target(name.c_str());
     const std::string active = bnorm_active_target();
-    t.dispatched = st == bnorm_success && active == t.name;
+    t.dispatched = st == bnorm_success && active == name;
     if (!t.dispatched) {
       t.dispatch_message =
           st != bnorm_success ? std::string(bnorm_status_string(st)) + ": " + bnorm_last_error()
-                              : "bnorm_set_target(\"" + t.name +
+                              : "bnorm_set_target(\"" + name +
                                     "\") succeeded but bnorm_active_target() is \"" + active + "\"";
-      failures.push_back(t.name + ": dispatch: " + t.dispatch_message);
+      failures.push_back(name + ": dispatch: " + t.dispatch_message);
     }
-  }
-
-  uint64_t seed = 1;
-  size_t done = 0;
-  for (const Case& cs : sweep) {
-    const CaseData d = MakeCase(cs, seed++);
-    for (TargetResults& t : targets) {
-      if (!t.dispatched) continue;
-      bnorm_set_target(t.name.c_str());
-      Checker ck(&t, &failures, &notes);
-      ck.SetCase(&d.cs);
-      CheckCase(d, ck);
+    for (const std::string& type : types) {
+      targets.push_back(t);
+      targets.back().type = type;
     }
-    if (++done % 200 == 0) {
-      std::printf("  %zu / %zu shapes\n", done, sweep.size());
-      std::fflush(stdout);
-    }
-  }
-
-  // Empty tensors, and bit-identical results whatever the thread count.
-  std::vector<CaseData> det_cases;
-  if (options.quick) {  // each still above the threading threshold (64 Ki values)
-    det_cases.push_back(MakeCase({{2, 16, 56 * 56, bnorm_nchw}}, 1001));
-    det_cases.push_back(MakeCase({{2, 16, 56 * 56, bnorm_nhwc}}, 1002));
-    det_cases.push_back(MakeCase({{320, 256, 1, bnorm_nhwc}}, 1003));
-  } else {
-    det_cases.push_back(MakeCase({{8, 64, 56 * 56, bnorm_nchw}}, 1001));
-    det_cases.push_back(MakeCase({{8, 64, 56 * 56, bnorm_nhwc}}, 1002));
-    det_cases.push_back(MakeCase({{512, 256, 1, bnorm_nhwc}}, 1003));
-  }
-  for (TargetResults& t : targets) {
-    if (!t.dispatched) continue;
-    bnorm_set_target(t.name.c_str());
-    Checker ck(&t, &failures);
-    CheckEmpty(ck);
-    CheckRefusals(ck);
-    CheckDeterminism(det_cases, ck);
   }
   bnorm_set_target("");
+  auto of_type = [&](const char* type) {
+    std::vector<TargetResults*> list;
+    for (TargetResults& t : targets) {
+      if (t.type == type) list.push_back(&t);
+    }
+    return list;
+  };
+  CheckType<ref::F32>(sweep, options.quick, of_type("f32"), &failures, &notes);
+  CheckType<ref::BF16>(sweep, options.quick, of_type("bf16"), &failures, &notes);
+  CheckType<ref::F16>(sweep, options.quick, of_type("f16"), &failures, &notes);
 
   PrintTable(targets);
   bool pass = !targets.empty();
@@ -1051,10 +1203,11 @@ inline int RunCheck(const CheckOptions& options) {
     for (const std::string& f : failures) std::printf("  %s\n", f.c_str());
   }
   const std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
-  std::printf("\n%s: %zu targets, %zu shapes, %.1f s\n", pass ? "PASS" : "FAIL", targets.size(),
-              sweep.size(), seconds.count());
+  std::printf("\n%s: %zu targets x %zu types, %zu shapes, %.1f s\n", pass ? "PASS" : "FAIL",
+              names.size(), types.size(), sweep.size(), seconds.count());
   if (!options.json_path.empty()) {
-    WriteJson(options.json_path, targets, sweep.size(), seconds.count(), pass, selected);
+    WriteJson(options.json_path, targets, sweep.size(), seconds.count(), pass, selected,
+              !options.types.empty());
     std::printf("wrote %s\n", options.json_path.c_str());
   }
   return pass ? 0 : kExitFailure;

@@ -3,14 +3,17 @@
 
 usage: tools/merge_check.py [--out FILE] [--update-doc FILE] LABEL=REPORT.json ...
 
-Each argument names one machine (or emulated CPU) and its report; the table has one
-row per checked output (moments.mean, training.y, ...) and one column per machine and
-target, holding the worst error against the float64 reference in the output's unit
-(ulps of the reference's magnitude, relative error, or a count), with the tolerance
+Each argument names one machine (or emulated CPU) and its report; there is one table
+per element type of the tensors (float32, bfloat16, float16), each with one row per
+checked output (moments.mean, training.y, ...) and one column per machine and target,
+holding the worst error against the float64 reference in the output's unit (ulps of
+the reference's magnitude, relative error, a count, or for half-precision tensors the
+fraction of the bound "half an ulp of the type + 64 float32 ulps"), with the tolerance
 beside it. A cell over its tolerance is marked **x**.
 
 Exits 1 (after printing the table and the reasons) if any report is missing or
-unreadable, if a report did not check every target its CPU supports, if a target
+unreadable, if a report did not check every target its CPU supports (or every element
+type, unless it says the types were selected), if a target
 could not be dispatched, or if any output of any target is out of tolerance; 0 when
 everything agrees with the reference; 2 on bad usage.
 
@@ -76,34 +79,27 @@ def fmt_tolerance(op):
         return f"{op['tolerance']:.0e} rel"
     if op["unit"] == "count":
         return f"{op['tolerance']:.0f}"
-    return f"{op['tolerance']:.0f} ulp"
+    return f"{op['tolerance']:.0f} {op['unit']}"
 
 
-def merge(reports, problems):
-    """Returns the markdown for [(label, report)] and adds failures to problems."""
-    columns = []  # (label, report, target entry)
-    for label, report in reports:
-        checked = [t["target"] for t in report["targets"]]
-        supported = report.get("supported_targets", "").split()
-        missing = [t for t in supported if t not in checked]
-        if missing and not report.get("targets_selected"):
-            problems.append(f"{label}: supported but not checked: {' '.join(missing)}")
-        if report.get("pass") is not True:
-            problems.append(f"{label}: the report itself says FAIL")
-        for t in report["targets"]:
-            columns.append((label, report, t))
-            if not t.get("dispatched"):
-                problems.append(f"{label} {t['target']}: not dispatched: "
-                                f"{t.get('dispatch_message', '')}")
+TYPES = ("f32", "bf16", "f16")
 
-    # Rows: the outputs in the order of the first report; any other output after them.
+
+def type_of(target):
+    """Returns the element type of one target entry (reports before types: f32)."""
+    return target.get("type", "f32")
+
+
+def table(type_name, columns, problems):
+    """Returns the markdown table of one element type's columns [(label, report, target)]."""
+    # Rows: the outputs in the order of the first column; any other output after them.
     names = []
     for _, _, t in columns:
         for name in t.get("operations", {}):
             if name not in names:
                 names.append(name)
 
-    lines = []
+    lines = [f"Tensors of {type_name}:", ""]
     header = ["output", "tolerance"] + [f"{label}<br>{t['target']}" for label, _, t in columns]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("| " + " | ".join(["---", "---"] + ["---:"] * len(columns)) + " |")
@@ -117,11 +113,11 @@ def merge(reports, problems):
                 continue
             row.append(fmt_value(op))
             if cell_failed(op):
-                problems.append(f"{label} {t['target']} {name}: worst {fmt_value(op)} "
-                                f"(tolerance {fmt_tolerance(op)}, {op.get('failed', 0)} of "
-                                f"{op.get('checked', 0)} values failed)")
+                problems.append(f"{label} {t['target']} {type_name} {name}: worst "
+                                f"{fmt_value(op)} (tolerance {fmt_tolerance(op)}, "
+                                f"{op.get('failed', 0)} of {op.get('checked', 0)} values failed)")
         lines.append("| " + " | ".join(row) + " |")
-    row = ["shapes checked", ""] + [str(r.get("cases", "?")) for _, r, _ in columns]
+    row = ["shapes checked", ""] + [str(t.get("shapes", r.get("cases", "?"))) for _, r, t in columns]
     lines.append("| " + " | ".join(row) + " |")
     row = ["**verdict**", ""]
     for _, _, t in columns:
@@ -129,15 +125,55 @@ def merge(reports, problems):
             cell_failed(op) for op in t.get("operations", {}).values())
         row.append("pass" if ok else "**FAIL**")
     lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def merge(reports, problems):
+    """Returns the markdown for [(label, report)] and adds failures to problems: one
+    table per element type (float32, bfloat16, float16), a column per machine and
+    target."""
+    columns = []  # (label, report, target entry)
+    for label, report in reports:
+        supported = report.get("supported_targets", "").split()
+        types = [ty for ty in TYPES if any(type_of(t) == ty for t in report["targets"])]
+        missing_types = [ty for ty in TYPES if ty not in types]
+        if missing_types and not report.get("types_selected"):
+            problems.append(f"{label}: element types not checked: {' '.join(missing_types)}")
+        for ty in types:
+            checked = [t["target"] for t in report["targets"] if type_of(t) == ty]
+            missing = [t for t in supported if t not in checked]
+            if missing and not report.get("targets_selected"):
+                problems.append(f"{label} {ty}: supported but not checked: {' '.join(missing)}")
+        if report.get("pass") is not True:
+            problems.append(f"{label}: the report itself says FAIL")
+        for t in report["targets"]:
+            columns.append((label, report, t))
+            if not t.get("dispatched"):
+                problems.append(f"{label} {t['target']} {type_of(t)}: not dispatched: "
+                                f"{t.get('dispatch_message', '')}")
+
+    tables = []
+    for ty in TYPES + tuple(sorted({type_of(t) for _, _, t in columns} - set(TYPES))):
+        of_type = [col for col in columns if type_of(col[2]) == ty]
+        if of_type:
+            tables.append(table(ty, of_type, problems))
 
     notes = []
     for label, report in reports:
+        targets = []
+        for t in report["targets"]:
+            if t["target"] not in targets:
+                targets.append(t["target"])
+        types = []
+        for t in report["targets"]:
+            if type_of(t) not in types:
+                types.append(type_of(t))
         notes.append(f"- {label}: {report.get('cases', '?')} shapes, targets checked: "
-                     f"{' '.join(t['target'] for t in report['targets'])}"
+                     f"{' '.join(targets)}"
                      f"{' (selected)' if report.get('targets_selected') else ''} of "
-                     f"{report.get('supported_targets', '?')} supported, "
-                     f"{report.get('seconds', 0):.1f} s")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+                     f"{report.get('supported_targets', '?')} supported, tensors of "
+                     f"{', '.join(types)}, {report.get('seconds', 0):.1f} s")
+    return "\n".join(tables) + "\n" + "\n".join(notes) + "\n"
 
 
 def update_doc(path, markdown):
