@@ -263,11 +263,12 @@ HWY_INLINE hn::Vec<D> LoadNoPrefetch(D d, const T* HWY_RESTRICT p) {
   return Widen(d, T(), hn::LoadU(DU16<D>(), Bits(p)));
 }
 // Prefetches the `bytes` from p + ahead values (p: the columns of one row of a block;
-// ahead: the block's rows times the stride). Never faults past the end.
+// ahead: the block's rows times the stride). The address is computed as an integer (no
+// pointer past the tensor is formed), and a prefetch never faults.
 template <typename T>
 HWY_INLINE void PrefetchBlockAhead(const T* p, int64_t ahead, size_t bytes) {
-  const char* q = reinterpret_cast<const char*>(p + ahead);
-  for (size_t b = 0; b < bytes; b += 64) hwy::Prefetch(q + b);
+  const uintptr_t q = reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(ahead) * sizeof(T);
+  for (size_t b = 0; b < bytes; b += 64) hwy::Prefetch(reinterpret_cast<const char*>(q + b));
 }
 
 // Returns lanes [0, count) from p and `pad` in the others; reads only p[0, count).
