@@ -17,12 +17,13 @@ void AffinePlaneT(detail::Plane<const T> x, detail::Plane<T> y, int64_t k0, int6
   const DF d;
   bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const VF vsub = hn::Set(d, sub);
-  ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
+  const Uniform m(mul), a(add);
+  ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) BNORM_LAMBDA {
     const T* in = x.base + off;
     WriteRun(d, y.base + off, len, streaming,
-             [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
-               const VF v =
-                   MulAddLanes(d, hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub), mul, add, wide);
+             [&, relu](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
+               const VF xc = hn::Sub(LoadPart(d, in + i, valid, 0.0f), vsub);
+               const VF v = AffineLanes(d, xc, m, a, wide);
                return relu ? Relu(d, v) : v;
              });
   });
@@ -35,16 +36,17 @@ void AffineSliceT(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int6
                   const float* HWY_RESTRICT add, bool relu, bool stream) {
   const DF d;
   bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
-  ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
+  ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) BNORM_LAMBDA {
     const int64_t ch = run % c;
-    const float s = sub ? sub[ch] : 0.0f, m = mul[ch], a = add[ch];
+    const float s = sub ? sub[ch] : 0.0f;
+    const Uniform m(mul[ch]), a(add[ch]);
     const T* in = x + off;
     // Captured by value (scalars: SVE vectors cannot be): by reference, bfloat16 runs
     // reloaded the coefficients from the stack and broadcast them again for every
     // vector (the halves' stores may alias them), 3-9% slower.
-    auto out = [d, in, s, m, a, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
+    auto out = [d, in, s, m, a, relu](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
       const VF xc = hn::Sub(LoadPart(d, in + i, valid, 0.0f), hn::Set(d, s));
-      const VF v = MulAddLanes(d, xc, m, a, wide);
+      const VF v = AffineLanes(d, xc, m, a, wide);
       return relu ? Relu(d, v) : v;
     };
     WriteRun(d, y + off, len, streaming, out);
@@ -60,11 +62,11 @@ void AffineRunT(const T* x, T* y, int64_t len, const float* HWY_RESTRICT sub,
   bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
+  // (Captured by value but the phase: see AffineSliceT.)
   WriteRun(d, y, static_cast<size_t>(len), streaming,
-           [&, relu](size_t i, size_t valid, bool& wide) HWY_ATTR {
+           [d, x, sub, mul, add, p, relu, &ph](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
              const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, sub, ph));
-             const VF v =
-                 MulAddLanes(d, xc, Coef(d, mul, ph), Coef(d, add, ph), Denormal(d, xc), wide);
+             const VF v = AffineLanes(d, xc, mul + ph, add + ph, wide);
              ph = NextPhase(ph, valid, p);
              return relu ? Relu(d, v) : v;
            });
@@ -119,7 +121,7 @@ namespace detail {
     BNORM_DISPATCH(AffineSlice##S)(x, y, spatial, c, v0, v1, sub, mul, add, relu, stream); \
   }                                                                                        \
   template <>                                                                              \
-  void AffineRun<T>(const T* x, T* y, int64_t len, const float* sub, const float* mul,     \
+  void AffineRun<T>(const T* x, T* y, int64_t len, const float* sub, const float* mul,    \
                     const float* add, int64_t period, bool relu, bool stream) {            \
     BNORM_DISPATCH(AffineRun##S)(x, y, len, sub, mul, add, period, relu, stream);          \
   }

@@ -24,25 +24,44 @@ HWY_INLINE VF AddProduct(DF d, VF g, VF xc, VF h) {
   return MulAddLanes(d, g, xc, h, hn::Or(Denormal(d, g), Denormal(d, xc)), took_wide);
 }
 
-// Returns dx = k_dy * g + (k_xc * xc + k_0); the lanes where g or xc is denormal go
-// through float64 (setting took_wide).
-HWY_INLINE VF Dx(DF d, VF g, VF xc, VF k_dy, VF k_xc, VF k_0, bool& took_wide) {
-  return Guarded(
-      d, hn::Or(Denormal(d, g), Denormal(d, xc)), took_wide,
-      [](auto vg, auto vx, auto a, auto b, auto c)
-          HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
-      [](auto, auto vg, auto vx, auto a, auto b, auto c)
-          HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
-      g, xc, k_dy, k_xc, k_0);
+// Returns h + g * xc where neither g nor xc is denormal; adds the products of the other
+// lanes to the float64 sums lo and hi (lower and upper halves of the lanes) instead:
+// rounding them into h would take them to float64 and back for every vector (the
+// float32 accumulator in float64 lanes: SSE4 NCHW backward on denormal data TODO).
+HWY_INLINE VF AddProductSplit(DF d, VF g, VF xc, VF h, hn::Vec<DW>& lo, hn::Vec<DW>& hi) {
+  (void)hi;  // (unused on the scalar target)
+  const auto tiny = hn::Or(Denormal(d, g), Denormal(d, xc));
+  if (hn::AllFalse(d, tiny)) return hn::MulAdd(g, xc, h);
+  auto add_wide = [&](VF gw, VF xw) BNORM_LAMBDA {
+    const DW dw;
+    const auto gs = Spill(d, gw);
+    const auto xs = Spill(d, xw);
+    lo = hn::MulAdd(WideArg(dw, gs, 0), WideArg(dw, xs, 0), lo);
+#if HWY_TARGET != HWY_SCALAR
+    hi = hn::MulAdd(WideArg(dw, gs, 1), WideArg(dw, xs, 1), hi);
+#endif
+  };
+  if (hn::AllTrue(d, tiny)) {
+    add_wide(g, xc);
+    return h;
+  }
+  add_wide(hn::IfThenElseZero(tiny, g), hn::IfThenElseZero(tiny, xc));
+  return hn::MulAdd(hn::IfThenZeroElse(tiny, g), hn::IfThenZeroElse(tiny, xc), h);
 }
-HWY_INLINE VF Dx(DF d, VF g, VF xc, float k_dy, float k_xc, float k_0, bool& took_wide) {
-  const VF a = hn::Set(d, k_dy), b = hn::Set(d, k_xc), c = hn::Set(d, k_0);
-  const double a64 = k_dy, b64 = k_xc, c64 = k_0;
+
+// Returns dx = k_dy * g + (k_xc * xc + k_0); the lanes where g or xc is denormal go
+// through float64 (setting took_wide). The coefficients: Uniform or const float* (see
+// CoefVec).
+template <class K>
+HWY_INLINE VF Dx(DF d, VF g, VF xc, K k_dy, K k_xc, K k_0, bool& took_wide) {
+  const VF a = CoefVec(d, k_dy), b = CoefVec(d, k_xc), c = CoefVec(d, k_0);
+  auto dx = [](auto, auto vg, auto vx, auto va, auto vb, auto vc)
+                BNORM_LAMBDA { return hn::MulAdd(va, vg, hn::MulAdd(vb, vx, vc)); };
   return Guarded(
       d, hn::Or(Denormal(d, g), Denormal(d, xc)), took_wide,
-      [&](VF vg, VF vx) HWY_ATTR { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
-      [a64, b64, c64](auto dd, auto vg, auto vx) HWY_ATTR {
-        return hn::MulAdd(hn::Set(dd, a64), vg, hn::MulAdd(hn::Set(dd, b64), vx, hn::Set(dd, c64)));
+      [&](VF vg, VF vx) BNORM_LAMBDA { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
+      [&]() BNORM_LAMBDA {
+        return Wide(d, dx, g, xc, CoefWide(k_dy, a), CoefWide(k_xc, b), CoefWide(k_0, c));
       },
       g, xc);
 }
@@ -56,35 +75,38 @@ void BackwardSumsPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
   const VF vmean = hn::Set(d, mean);
   const size_t N = hn::Lanes(d);
   const int64_t block = PlaneBlock(d);
+  const DW dw;
   double total_dy = 0, total_dy_xc = 0;
   for (int64_t b0 = k0; b0 < k1; b0 += block) {
     VF g0 = hn::Zero(d), g1 = hn::Zero(d), g2 = hn::Zero(d), g3 = hn::Zero(d);
     VF h0 = hn::Zero(d), h1 = hn::Zero(d), h2 = hn::Zero(d), h3 = hn::Zero(d);
-    ForEachSegment(x, b0, HWY_MIN(k1, b0 + block), [&](int64_t off, int64_t, size_t len) {
+    hn::Vec<DW> lo = hn::Zero(dw), hi = hn::Zero(dw);  // (AddProductSplit)
+    ForEachSegment(x, b0, HWY_MIN(k1, b0 + block), [&](int64_t off, int64_t, size_t len) BNORM_LAMBDA {
       const T* HWY_RESTRICT px = x.base + off;
       const T* HWY_RESTRICT pdy = dy.base + off;
       const T* HWY_RESTRICT py = relu ? y.base + off : nullptr;
       // Accumulates dy' into g and dy' * (x - mean) into h for `valid` lanes at i.
-      auto step = [&](size_t i, size_t valid, VF& g, VF& h) HWY_ATTR {
+      auto step = [&](size_t i, size_t valid, VF& g, VF& h) BNORM_LAMBDA {
         // Padding lanes: dy = 0 and x = mean contribute exactly 0.
         const VF gi = MaskedDy(d, LoadPart(d, pdy + i, valid, 0.0f), relu,
                                [&] { return LoadPart(d, py + i, valid, 1.0f); });
         const VF xc = hn::Sub(LoadPart(d, px + i, valid, mean), vmean);
         g = hn::Add(g, gi);
-        h = AddProduct(d, gi, xc, h);
+        h = AddProductSplit(d, gi, xc, h, lo, hi);
       };
       Visit4(
           d, len,
-          [&](size_t i) HWY_ATTR {
+          [&](size_t i) BNORM_LAMBDA {
             step(i, N, g0, h0);
             step(i + N, N, g1, h1);
             step(i + 2 * N, N, g2, h2);
             step(i + 3 * N, N, g3, h3);
           },
-          [&](size_t i, size_t valid) HWY_ATTR { step(i, valid, g0, h0); });
+          [&](size_t i, size_t valid) BNORM_LAMBDA { step(i, valid, g0, h0); });
     });
     total_dy += SumLanes(d, hn::Add(hn::Add(g0, g1), hn::Add(g2, g3)));
-    total_dy_xc += SumLanes(d, hn::Add(hn::Add(h0, h1), hn::Add(h2, h3)));
+    total_dy_xc += SumLanes(d, hn::Add(hn::Add(h0, h1), hn::Add(h2, h3))) +
+                   hn::GetLane(hn::SumOfLanes(dw, hn::Add(lo, hi)));
   }
   *sum_dy = total_dy;
   *sum_dy_xc = total_dy_xc;
@@ -98,12 +120,13 @@ void BackwardDxPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
   bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const bool relu = y.base != nullptr;
   const VF vmean = hn::Set(d, mean);
-  ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) {
-    WriteRun(d, dx.base + off, len, streaming, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
+  const Uniform c_dy(k_dy), c_xc(k_xc), c_0(k_0);
+  ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) BNORM_LAMBDA {
+    WriteRun(d, dx.base + off, len, streaming, [&](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
       const VF g = MaskedDy(d, LoadPart(d, dy.base + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y.base + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x.base + off + i, valid, mean), vmean);
-      return Dx(d, g, xc, k_dy, k_xc, k_0, wide);
+      return Dx(d, g, xc, c_dy, c_xc, c_0, wide);
     });
   });
   if (stream) hwy::FlushStream();
@@ -117,11 +140,11 @@ void BackwardDxSliceT(const T* x, const T* dy, const T* y, T* dx, int64_t spatia
   const DF d;
   bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
   const bool relu = y != nullptr;
-  ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) {
+  ForEachRunPiece(spatial, v0, v1, [&](int64_t off, size_t len, int64_t run) BNORM_LAMBDA {
     const int64_t ch = run % c;
     const VF vmean = hn::Set(d, mean[ch]);
-    const float c_dy = k_dy[ch], c_xc = k_xc[ch], c_0 = k_0[ch];
-    WriteRun(d, dx + off, len, streaming, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
+    const Uniform c_dy(k_dy[ch]), c_xc(k_xc[ch]), c_0(k_0[ch]);
+    WriteRun(d, dx + off, len, streaming, [&](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
       const VF g = MaskedDy(d, LoadPart(d, dy + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x + off + i, valid, 0.0f), vmean);
@@ -229,11 +252,11 @@ void BackwardDxRunT(const T* x, const T* dy, const T* y, T* dx, int64_t len,
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
   WriteRun(
-      d, dx, static_cast<size_t>(len), streaming, [&](size_t i, size_t valid, bool& wide) HWY_ATTR {
+      d, dx, static_cast<size_t>(len), streaming, [&](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
         const VF g = MaskedDy(d, LoadPart(d, dy + i, valid, 0.0f), relu,
                               [&] { return LoadPart(d, y + i, valid, 1.0f); });
         const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, mean, ph));
-        const VF v = Dx(d, g, xc, Coef(d, k_dy, ph), Coef(d, k_xc, ph), Coef(d, k_0, ph), wide);
+        const VF v = Dx(d, g, xc, k_dy + ph, k_xc + ph, k_0 + ph, wide);
         ph = NextPhase(ph, valid, p);
         return v;
       });

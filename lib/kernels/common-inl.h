@@ -351,59 +351,165 @@ HWY_INLINE hn::Vec<D> DemoteF64(D d, DD dd, hn::Vec<DD> v) {
 #endif
 }
 
-// Returns fn(dd, v...) evaluated on float64 vectors (dd their tag) and rounded to float32.
-template <class D, class Fn, class... V>
-HWY_INLINE hn::Vec<D> Wide(D d, Fn fn, V... v) {
+// The tag of Wide's float64 vectors: half of a float32 vector each (the whole one on
+// the scalar target).
 #if HWY_TARGET == HWY_SCALAR
-  const hn::Rebind<double, D> dd;
-  return DemoteF64(d, dd, fn(dd, hn::PromoteTo(dd, v)...));
+using DW = hn::Rebind<double, DF>;
 #else
-  const hn::Half<D> dh;
-  const hn::Rebind<double, decltype(dh)> dd;
-  const auto lo = DemoteF64(dh, dd, fn(dd, hn::PromoteTo(dd, hn::LowerHalf(dh, v))...));
-  const auto hi = DemoteF64(dh, dd, fn(dd, hn::PromoteTo(dd, hn::UpperHalf(dh, v))...));
+using DW = hn::Rebind<double, hn::Half<DF>>;
+#endif
+
+// Whether the float64 lanes promote float32 values from memory: x86 converts straight
+// from memory (CVTPS2PD with a memory operand) without the shuffles that splitting a
+// register takes, and in registers the conversions and those shuffles all wait for one
+// port. So on x86 (but AVX-512, where it measured no faster) Wide stores its vector
+// arguments to the stack first (Spill) and converts from there. Measured on Sapphire
+// Rapids, L2-resident tensors of denormals, one thread, time / time on normal data:
+// TODO. Arm promotes either half of a register as it is.
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3)
+constexpr bool kWideFromMemory = true;
+#else
+constexpr bool kWideFromMemory = false;
+#endif
+
+// The float64 values of half `half` (0: lower, 1: upper) of an argument of Wide: the
+// lanes of a vector, Lanes(d) float32 or float64 values in memory, or a constant.
+template <class DD>
+HWY_INLINE hn::Vec<DD> WideArg(DD dd, VF v, size_t half) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)half;
+  return hn::PromoteTo(dd, v);
+#else
+  const hn::Half<DF> dh;
+  if (half == 0) return hn::PromoteTo(dd, hn::LowerHalf(dh, v));
+  return hn::PromoteTo(dd, hn::UpperHalf(dh, v));
+#endif
+}
+template <class DD>
+HWY_INLINE hn::Vec<DD> WideArg(DD dd, const float* HWY_RESTRICT p, size_t half) {
+  p += half * hn::Lanes(dd);
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3) && \
+    (defined(__GNUC__) || defined(__clang__))
+  // (g++ 12 loads the two values with MOVQ and converts the register.)
+  hn::Vec<DD> v;
+  asm("cvtps2pd %1, %0" : "=x"(v.raw) : "m"(*reinterpret_cast<const float(*)[2]>(p)));
+  return v;
+#else
+  return hn::PromoteTo(dd, hn::LoadU(hn::Rebind<float, DD>(), p));
+#endif
+}
+template <class DD>
+HWY_INLINE hn::Vec<DD> WideArg(DD dd, const double* HWY_RESTRICT p, size_t half) {
+  return hn::LoadU(dd, p + half * hn::Lanes(dd));
+}
+template <class DD>
+HWY_INLINE hn::Vec<DD> WideArg(DD dd, double c, size_t) {
+  return hn::Set(dd, c);
+}
+
+// A vector argument of Wide stored to the stack where kWideFromMemory (see there).
+struct Spilled {
+  HWY_ALIGN float v[kMaxLanes];
+};
+template <class DD>
+HWY_INLINE hn::Vec<DD> WideArg(DD dd, const Spilled& s, size_t half) {
+  return WideArg(dd, static_cast<const float*>(s.v), half);
+}
+template <class A>
+HWY_INLINE A Spill(DF, A a) {
+  return a;
+}
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3)
+HWY_INLINE Spilled Spill(DF d, VF v) {
+  Spilled s;
+  hn::Store(v, d, s.v);
+  return s;
+}
+#endif
+
+// Returns fn(dd, a...) evaluated on float64 vectors (dd their tag) and rounded to
+// float32, a lane of the result from that lane of each argument: a vector (VF), a
+// pointer to Lanes(d) float32 or float64 values, or a float64 constant (every lane).
+template <class Fn, class... A>
+HWY_INLINE VF WideOf(DF d, Fn fn, const A&... a) {
+#if HWY_TARGET == HWY_SCALAR
+  const DW dd;
+  return DemoteF64(d, dd, fn(dd, WideArg(dd, a, 0)...));
+#else
+  const hn::Half<DF> dh;
+  const DW dd;
+  const auto lo = DemoteF64(dh, dd, fn(dd, WideArg(dd, a, 0)...));
+  const auto hi = DemoteF64(dh, dd, fn(dd, WideArg(dd, a, 1)...));
   return hn::Combine(d, hi, lo);
 #endif
 }
+template <class Fn, class... A>
+HWY_INLINE VF Wide(DF d, Fn fn, A... a) {
+  return WideOf(d, fn, Spill(d, a)...);
+}
 
-// Returns fast(v...) in the lanes outside `tiny` and slow(dd, v...) in those inside,
-// the latter evaluated on float64 vectors (dd their tag) and rounded to float32; fast
-// sees the `tiny` lanes of v as 0. Sets `took_wide` when some lane went through float64
-// (WriteRunAs stops streaming then).
-template <class D, class Fast, class Slow, class... V>
-HWY_INLINE hn::Vec<D> Guarded(D d, hn::Mask<D> tiny, bool& took_wide, Fast fast, Slow slow,
+// For the lambdas of the loops (WriteRun's fn, Guarded's fast and wide): always
+// inlined. Left to g++ 12, the lambda of an NHWC affine run, with its float64 lanes,
+// stayed a call at some of WriteRunAs's call sites, and what it captures by reference
+// (the pattern's phase) lived in memory in the loop: SSE4 1.3x slower on normal data.
+#define BNORM_LAMBDA HWY_ATTR __attribute__((always_inline))
+
+// Returns fast(v...) in the lanes outside `tiny` and wide() in those inside (float64
+// lanes rounded to float32: Wide); fast sees the `tiny` lanes of v as 0. Sets
+// `took_wide` when some lane went through float64 (WriteRunAs stops streaming then).
+template <class D, class Fast, class WideFn, class... V>
+HWY_INLINE hn::Vec<D> Guarded(D d, hn::Mask<D> tiny, bool& took_wide, Fast fast, WideFn wide,
                               V... v) {
   // (No HWY_LIKELY: laid out as unlikely, the float64 lanes cost two taken jumps per
   // vector: AVX2 affine on denormal data 0.28 vs 0.24 ns per value; normal data the same.)
   if (hn::AllFalse(d, tiny)) return fast(v...);
   took_wide = true;
-  const hn::Vec<D> wide = Wide(d, slow, v...);
-  if (hn::AllTrue(d, tiny)) return wide;
-  return hn::IfThenElse(tiny, wide, fast(hn::IfThenZeroElse(tiny, v)...));
+  const hn::Vec<D> w = wide();
+  if (hn::AllTrue(d, tiny)) return w;
+  return hn::IfThenElse(tiny, w, fast(hn::IfThenZeroElse(tiny, v)...));
 }
 
 // Returns a * b + c (MulAdd) where the lanes in `tiny` (a or b denormal) go through
 // float64 (setting took_wide).
-template <class D>
-HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, hn::Vec<D> b, hn::Vec<D> c,
-                                  hn::Mask<D> tiny, bool& took_wide) {
+HWY_INLINE VF MulAddLanes(DF d, VF a, VF b, VF c, hn::Mask<DF> tiny, bool& took_wide) {
+  auto fma = [](auto, auto va, auto vb, auto vc) BNORM_LAMBDA { return hn::MulAdd(va, vb, vc); };
   return Guarded(
       d, tiny, took_wide,
-      [](auto va, auto vb, auto vc) HWY_ATTR { return hn::MulAdd(va, vb, vc); },
-      [](auto, auto va, auto vb, auto vc) HWY_ATTR { return hn::MulAdd(va, vb, vc); }, a, b, c);
+      [](VF va, VF vb, VF vc) BNORM_LAMBDA { return hn::MulAdd(va, vb, vc); },
+      [&]() BNORM_LAMBDA { return Wide(d, fma, a, b, c); }, a, b, c);
 }
 
-// As above for coefficients b, c; the lanes where a is denormal go through float64.
-template <class D>
-HWY_INLINE hn::Vec<D> MulAddLanes(D d, hn::Vec<D> a, float b, float c, bool& took_wide) {
-  const hn::Vec<D> vb = hn::Set(d, b), vc = hn::Set(d, c);
-  const double b64 = b, c64 = c;
+// Coefficients of AffineLanes and Dx: a Uniform (one value for every lane) or a const
+// float* (Lanes(d) values in memory: a pattern at a phase, see Coef). A Uniform keeps
+// its float64 copy: converted in the loops, g++ 12 converts it again for every vector
+// that takes the float64 lanes (9 instructions on SSE4).
+struct Uniform {
+  explicit Uniform(float v) : f(v), w(v) {}
+  float f;
+  double w;
+};
+HWY_INLINE VF CoefVec(DF d, Uniform c) { return hn::Set(d, c.f); }
+HWY_INLINE VF CoefVec(DF d, const float* HWY_RESTRICT c) { return hn::LoadU(d, c); }
+// The coefficient as an argument of Wide, v its CoefVec: the float64 constant, or v.
+// (A float64 copy of the patterns, read by the float64 lanes without converting,
+// measured no faster on AVX2 and made its float32 path 1.2x slower: more live
+// addresses than registers.)
+HWY_INLINE double CoefWide(Uniform c, VF) { return c.w; }
+HWY_INLINE VF CoefWide(const float*, VF v) { return v; }
+
+// Returns v * m + a (MulAdd); the lanes where v is denormal go through float64 (setting
+// took_wide). m, a: Uniform or const float* (see CoefVec).
+template <class M, class A>
+HWY_INLINE VF AffineLanes(DF d, VF v, M m, A a, bool& took_wide) {
+  const VF vm = CoefVec(d, m), va = CoefVec(d, a);
   return Guarded(
-      d, Denormal(d, a), took_wide, [&](auto va) HWY_ATTR { return hn::MulAdd(va, vb, vc); },
-      [b64, c64](auto dd, auto va) HWY_ATTR {
-        return hn::MulAdd(va, hn::Set(dd, b64), hn::Set(dd, c64));
+      d, Denormal(d, v), took_wide, [&](VF u) BNORM_LAMBDA { return hn::MulAdd(u, vm, va); },
+      [&]() BNORM_LAMBDA {
+        return Wide(
+            d, [](auto, auto u, auto m64, auto a64) BNORM_LAMBDA { return hn::MulAdd(u, m64, a64); },
+            v, CoefWide(m, vm), CoefWide(a, va));
       },
-      a);
+      v);
 }
 
 // Computes out[0, len) one vector at a time: fn(i, valid, took_wide) returns the vector

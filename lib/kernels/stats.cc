@@ -52,29 +52,29 @@ detail::Moments WideBlockPlane(const detail::Plane<const T>& x, int64_t b0, int6
   });
 #else
   const DF d;
-  const hn::Half<DF> dh;
-  const hn::Rebind<double, decltype(dh)> dd;
+  const hn::Rebind<double, hn::Half<DF>> dd;
   const size_t N = hn::Lanes(d);
   // Calls body(a, b, c, e) with every two whole vectors of the block in float64 (a
   // single one padded with `pad`), tail(value) with every other value: four float64
   // chains, as the float32 path has (two were latency-bound: AVX2 moments took 2.1x
   // longer on tiny data than on normal data out of cache, 1.8x now). 16-byte vectors
-  // go one at a time (SSE4 in pairs: 1.3x slower).
+  // go one at a time (SSE4 in pairs: 1.3x slower). float32 values are converted from
+  // memory where kWideFromMemory (see there).
   constexpr bool kPairs = HWY_MAX_BYTES >= 32;
-  auto visit = [&](auto pad, auto body, auto tail) HWY_ATTR {
-    ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) {
+  auto half = [&](const T* HWY_RESTRICT q, size_t h) BNORM_LAMBDA {
+    if (kWideFromMemory && std::is_same<T, float>::value) {
+      return WideArg(dd, reinterpret_cast<const float*>(q), h);
+    }
+    return WideArg(dd, LoadAs(d, q), h);
+  };
+  auto visit = [&](auto pad, auto body, auto tail) BNORM_LAMBDA {
+    ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) BNORM_LAMBDA {
       const T* HWY_RESTRICT p = x.base + off;
       size_t i = 0;
       for (; kPairs && i + 2 * N <= len; i += 2 * N) {
-        const VF v = LoadAs(d, p + i), w = LoadAs(d, p + i + N);
-        body(hn::PromoteTo(dd, hn::LowerHalf(dh, v)), hn::PromoteTo(dd, hn::UpperHalf(dh, v)),
-             hn::PromoteTo(dd, hn::LowerHalf(dh, w)), hn::PromoteTo(dd, hn::UpperHalf(dh, w)));
+        body(half(p + i, 0), half(p + i, 1), half(p + i + N, 0), half(p + i + N, 1));
       }
-      for (; i + N <= len; i += N) {
-        const VF v = LoadAs(d, p + i);
-        body(hn::PromoteTo(dd, hn::LowerHalf(dh, v)), hn::PromoteTo(dd, hn::UpperHalf(dh, v)), pad,
-             pad);
-      }
+      for (; i + N <= len; i += N) body(half(p + i, 0), half(p + i, 1), pad, pad);
       for (; i < len; ++i) tail(static_cast<double>(detail::ToFloat(p[i])));
     });
   };
