@@ -112,9 +112,9 @@ std::map<std::string, Times>& Results() {
 // Times the operation on both data sets in alternation, so that both see the same
 // conditions on a shared machine (timed one after the other, a cell's ratio moved by
 // up to 0.4 between runs on a 2-vCPU VM): each iteration makes one untimed call on
-// normal data (which brings its tensors back into cache), kCalls timed ones, then
-// the same on denormal data.
-constexpr int kCalls = 8;
+// normal data (which brings its tensors back into cache), g_calls timed ones (8), then
+// the same on denormal data (--large: one timed call, the tensors do not fit a cache).
+int g_calls = 8;
 void BM_Denormal(benchmark::State& state, std::string op, int layout, std::string target) {
   const bnorm_shape& shape = g_shapes[layout];
   const std::string row = op + " " + kLayoutNames[layout];
@@ -133,7 +133,7 @@ void BM_Denormal(benchmark::State& state, std::string op, int layout, std::strin
   auto timed = [&](Data& data) {
     Run(op, &shape, data, BNORM_SERIAL);
     const double start = ThreadSeconds();
-    for (int i = 0; i < kCalls; ++i) {
+    for (int i = 0; i < g_calls; ++i) {
       Run(op, &shape, data, BNORM_SERIAL);
       benchmark::ClobberMemory();
     }
@@ -144,7 +144,7 @@ void BM_Denormal(benchmark::State& state, std::string op, int layout, std::strin
     total.normal += timed(normal);
     total.denormal += timed(denormal);
   }
-  const double calls = static_cast<double>(state.iterations()) * kCalls;
+  const double calls = static_cast<double>(state.iterations()) * g_calls;
   Results()[row + "/" + target] = Times{total.normal / calls, total.denormal / calls};
   state.counters["normal_us"] = 1e6 * total.normal / calls;
   state.counters["denormal_us"] = 1e6 * total.denormal / calls;
@@ -160,6 +160,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--large") {
       bnorm::g_shapes = bnorm::kLargeShapes;
+      bnorm::g_calls = 1;
       for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
       --argc;
       break;

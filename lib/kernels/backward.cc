@@ -25,9 +25,10 @@ HWY_INLINE VF AddProduct(DF d, VF g, VF xc, VF h) {
 }
 
 // Returns h + g * xc where neither g nor xc is denormal; adds the products of the other
-// lanes to the float64 sums lo and hi (lower and upper halves of the lanes) instead:
-// rounding them into h would take them to float64 and back for every vector (the
-// float32 accumulator in float64 lanes: SSE4 NCHW backward on denormal data TODO).
+// lanes to the float64 sums lo and hi (lower and upper halves of the lanes) instead,
+// which the caller adds to the block's sum: rounding them into h took h to float64 and
+// back for every such vector (NCHW backward on L2-resident denormals, one thread on
+// Sapphire Rapids: SSE4 2.15 -> 1.62x the time on normal data, AVX2 1.91 -> 1.64).
 HWY_INLINE VF AddProductSplit(DF d, VF g, VF xc, VF h, hn::Vec<DW>& lo, hn::Vec<DW>& hi) {
   (void)hi;  // (unused on the scalar target)
   const auto tiny = hn::Or(Denormal(d, g), Denormal(d, xc));
@@ -81,7 +82,8 @@ void BackwardSumsPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
     VF g0 = hn::Zero(d), g1 = hn::Zero(d), g2 = hn::Zero(d), g3 = hn::Zero(d);
     VF h0 = hn::Zero(d), h1 = hn::Zero(d), h2 = hn::Zero(d), h3 = hn::Zero(d);
     hn::Vec<DW> lo = hn::Zero(dw), hi = hn::Zero(dw);  // (AddProductSplit)
-    ForEachSegment(x, b0, HWY_MIN(k1, b0 + block), [&](int64_t off, int64_t, size_t len) BNORM_LAMBDA {
+    const int64_t b1 = HWY_MIN(k1, b0 + block);
+    ForEachSegment(x, b0, b1, [&](int64_t off, int64_t, size_t len) BNORM_LAMBDA {
       const T* HWY_RESTRICT px = x.base + off;
       const T* HWY_RESTRICT pdy = dy.base + off;
       const T* HWY_RESTRICT py = relu ? y.base + off : nullptr;
@@ -122,7 +124,8 @@ void BackwardDxPlaneT(detail::Plane<const T> x, detail::Plane<const T> dy,
   const VF vmean = hn::Set(d, mean);
   const Uniform c_dy(k_dy), c_xc(k_xc), c_0(k_0);
   ForEachSegment(x, k0, k1, [&](int64_t off, int64_t, size_t len) BNORM_LAMBDA {
-    WriteRun(d, dx.base + off, len, streaming, [&](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
+    WriteRun(d, dx.base + off, len, streaming,
+             [&](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
       const VF g = MaskedDy(d, LoadPart(d, dy.base + off + i, valid, 0.0f), relu,
                             [&] { return LoadPart(d, y.base + off + i, valid, 1.0f); });
       const VF xc = hn::Sub(LoadPart(d, x.base + off + i, valid, mean), vmean);
@@ -252,7 +255,8 @@ void BackwardDxRunT(const T* x, const T* dy, const T* y, T* dx, int64_t len,
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
   WriteRun(
-      d, dx, static_cast<size_t>(len), streaming, [&](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
+      d, dx, static_cast<size_t>(len), streaming,
+      [&](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
         const VF g = MaskedDy(d, LoadPart(d, dy + i, valid, 0.0f), relu,
                               [&] { return LoadPart(d, y + i, valid, 1.0f); });
         const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, mean, ph));

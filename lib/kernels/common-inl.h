@@ -359,13 +359,13 @@ using DW = hn::Rebind<double, DF>;
 using DW = hn::Rebind<double, hn::Half<DF>>;
 #endif
 
-// Whether the float64 lanes promote float32 values from memory: x86 converts straight
-// from memory (CVTPS2PD with a memory operand) without the shuffles that splitting a
-// register takes, and in registers the conversions and those shuffles all wait for one
-// port. So on x86 (but AVX-512, where it measured no faster) Wide stores its vector
-// arguments to the stack first (Spill) and converts from there. Measured on Sapphire
-// Rapids, L2-resident tensors of denormals, one thread, time / time on normal data:
-// TODO. Arm promotes either half of a register as it is.
+// Whether float64 lanes should promote float32 values from memory where they are
+// there (the statistics of tiny blocks): x86 converts straight from memory (CVTPS2PD
+// with a memory operand) without the shuffle that splitting a register takes, and in
+// registers the conversions and that shuffle wait for the same port. Measured on
+// Sapphire Rapids, L2-resident NCHW tensors of denormals, one thread, time / time on
+// normal data: moments AVX2 1.62 -> 1.27, SSE4 1.91 -> 1.61; AVX-512 no faster. Arm
+// promotes either half of a register as it is.
 #if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3)
 constexpr bool kWideFromMemory = true;
 #else
@@ -373,7 +373,7 @@ constexpr bool kWideFromMemory = false;
 #endif
 
 // The float64 values of half `half` (0: lower, 1: upper) of an argument of Wide: the
-// lanes of a vector, Lanes(d) float32 or float64 values in memory, or a constant.
+// lanes of a vector, Lanes(d) float32 values in memory, or a constant.
 template <class DD>
 HWY_INLINE hn::Vec<DD> WideArg(DD dd, VF v, size_t half) {
 #if HWY_TARGET == HWY_SCALAR
@@ -399,15 +399,16 @@ HWY_INLINE hn::Vec<DD> WideArg(DD dd, const float* HWY_RESTRICT p, size_t half) 
 #endif
 }
 template <class DD>
-HWY_INLINE hn::Vec<DD> WideArg(DD dd, const double* HWY_RESTRICT p, size_t half) {
-  return hn::LoadU(dd, p + half * hn::Lanes(dd));
-}
-template <class DD>
 HWY_INLINE hn::Vec<DD> WideArg(DD dd, double c, size_t) {
   return hn::Set(dd, c);
 }
 
-// A vector argument of Wide stored to the stack where kWideFromMemory (see there).
+// A vector argument of Wide stored to the stack, on SSE4 and SSSE3: converted from
+// there (see kWideFromMemory) the float64 lanes cost less than from the register, e.g.
+// NHWC affine on L2-resident denormals 1.86 -> 1.46x the time on normal data, NCHW
+// 2.05 -> 1.84, one thread on Sapphire Rapids. (On AVX2, g++ 12 forwards the store and
+// converts the register; forced with an asm operand, the conversions from memory
+// measured no faster there and the float32 path slower.)
 struct Spilled {
   HWY_ALIGN float v[kMaxLanes];
 };
@@ -419,7 +420,7 @@ template <class A>
 HWY_INLINE A Spill(DF, A a) {
   return a;
 }
-#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3)
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3)
 HWY_INLINE Spilled Spill(DF d, VF v) {
   Spilled s;
   hn::Store(v, d, s.v);
@@ -429,7 +430,7 @@ HWY_INLINE Spilled Spill(DF d, VF v) {
 
 // Returns fn(dd, a...) evaluated on float64 vectors (dd their tag) and rounded to
 // float32, a lane of the result from that lane of each argument: a vector (VF), a
-// pointer to Lanes(d) float32 or float64 values, or a float64 constant (every lane).
+// pointer to Lanes(d) float32 values, or a float64 constant (every lane).
 template <class Fn, class... A>
 HWY_INLINE VF WideOf(DF d, Fn fn, const A&... a) {
 #if HWY_TARGET == HWY_SCALAR
@@ -505,9 +506,9 @@ HWY_INLINE VF AffineLanes(DF d, VF v, M m, A a, bool& took_wide) {
   return Guarded(
       d, Denormal(d, v), took_wide, [&](VF u) BNORM_LAMBDA { return hn::MulAdd(u, vm, va); },
       [&]() BNORM_LAMBDA {
-        return Wide(
-            d, [](auto, auto u, auto m64, auto a64) BNORM_LAMBDA { return hn::MulAdd(u, m64, a64); },
-            v, CoefWide(m, vm), CoefWide(a, va));
+        auto fma = [](auto, auto u, auto m64, auto a64)
+                       BNORM_LAMBDA { return hn::MulAdd(u, m64, a64); };
+        return Wide(d, fma, v, CoefWide(m, vm), CoefWide(a, va));
       },
       v);
 }
