@@ -65,7 +65,7 @@ void AffineRunT(const T* x, T* y, int64_t len, const float* HWY_RESTRICT sub,
   // (Captured by value but the phase: see AffineSliceT.)
   WriteRun(d, y, static_cast<size_t>(len), streaming,
            [d, x, sub, mul, add, p, relu, &ph](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
-             const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, sub, ph));
+             const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), CoefVec(d, sub + ph));
              const VF v = AffineLanes(d, xc, mul + ph, add + ph, wide);
              ph = NextPhase(ph, valid, p);
              return relu ? Relu(d, v) : v;

@@ -259,7 +259,7 @@ void BackwardDxRunT(const T* x, const T* dy, const T* y, T* dx, int64_t len,
       [&](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
         const VF g = MaskedDy(d, LoadPart(d, dy + i, valid, 0.0f), relu,
                               [&] { return LoadPart(d, y + i, valid, 1.0f); });
-        const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), Coef(d, mean, ph));
+        const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), CoefVec(d, mean + ph));
         const VF v = Dx(d, g, xc, k_dy + ph, k_xc + ph, k_0 + ph, wide);
         ph = NextPhase(ph, valid, p);
         return v;

@@ -385,12 +385,21 @@ HWY_INLINE hn::Vec<DD> WideArg(DD dd, VF v, size_t half) {
   return hn::PromoteTo(dd, hn::UpperHalf(dh, v));
 #endif
 }
+
+// SSE4 and SSSE3 convert from memory with an asm operand (g++ 12 loads the two values
+// with MOVQ and converts the register), and Wide passes them its vector arguments
+// through the stack (Spill).
+#undef BNORM_WIDE_FROM_STACK
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define BNORM_WIDE_FROM_STACK 1
+#else
+#define BNORM_WIDE_FROM_STACK 0
+#endif
 template <class DD>
 HWY_INLINE hn::Vec<DD> WideArg(DD dd, const float* HWY_RESTRICT p, size_t half) {
   p += half * hn::Lanes(dd);
-#if HWY_ARCH_X86 && (HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3) && \
-    (defined(__GNUC__) || defined(__clang__))
-  // (g++ 12 loads the two values with MOVQ and converts the register.)
+#if BNORM_WIDE_FROM_STACK
   hn::Vec<DD> v;
   asm("cvtps2pd %1, %0" : "=x"(v.raw) : "m"(*reinterpret_cast<const float(*)[2]>(p)));
   return v;
@@ -420,7 +429,7 @@ template <class A>
 HWY_INLINE A Spill(DF, A a) {
   return a;
 }
-#if HWY_ARCH_X86 && (HWY_TARGET == HWY_SSE4 || HWY_TARGET == HWY_SSSE3)
+#if BNORM_WIDE_FROM_STACK
 HWY_INLINE Spilled Spill(DF d, VF v) {
   Spilled s;
   hn::Store(v, d, s.v);
@@ -481,7 +490,8 @@ HWY_INLINE VF MulAddLanes(DF d, VF a, VF b, VF c, hn::Mask<DF> tiny, bool& took_
 }
 
 // Coefficients of AffineLanes and Dx: a Uniform (one value for every lane) or a const
-// float* (Lanes(d) values in memory: a pattern at a phase, see Coef). A Uniform keeps
+// float* (Lanes(d) values in memory: a pattern at a phase, see detail::kPatternPad).
+// CoefVec returns their vector. A Uniform keeps
 // its float64 copy: converted in the loops, g++ 12 converts it again for every vector
 // that takes the float64 lanes (9 instructions on SSE4).
 struct Uniform {
@@ -571,11 +581,6 @@ HWY_INLINE void Visit4(D d, size_t len, Body4 body4, Body1 body1) {
   size_t i = 0;
   for (; i + 4 * N <= len; i += 4 * N) body4(i);
   for (; i < len; i += N) body1(i, HWY_MIN(N, len - i));
-}
-
-// Returns the coefficient vector at phase `ph` of a pattern (see detail::kPatternPad).
-HWY_INLINE VF Coef(DF d, const float* HWY_RESTRICT pattern, size_t ph) {
-  return hn::LoadU(d, pattern + ph);
 }
 
 // Advances a pattern phase by `step` values, wrapping at `period`.

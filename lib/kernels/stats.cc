@@ -52,7 +52,7 @@ detail::Moments WideBlockPlane(const detail::Plane<const T>& x, int64_t b0, int6
   });
 #else
   const DF d;
-  const hn::Rebind<double, hn::Half<DF>> dd;
+  const DW dd;
   const size_t N = hn::Lanes(d);
   // Calls body(a, b, c, e) with every two whole vectors of the block in float64 (a
   // single one padded with `pad`), tail(value) with every other value: four float64
