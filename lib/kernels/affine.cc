@@ -55,21 +55,27 @@ void AffineSliceT(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int6
 }
 
 template <typename T>
-void AffineRunT(const T* x, T* y, int64_t len, const float* HWY_RESTRICT sub,
-                const float* HWY_RESTRICT mul, const float* HWY_RESTRICT add, int64_t period,
+void AffineRunT(const T* x, T* y, int64_t len, const detail::AffinePattern& c, int64_t period,
                 bool relu, bool stream) {
   const DF d;
   bool streaming = stream;  // cleared by WriteRun once a run took float64 lanes
+  const detail::AffinePattern w = c;  // on the stack: no register for its address
+  const float* HWY_RESTRICT sub = c.sub;
+  const float* HWY_RESTRICT mul = c.mul;
+  const float* HWY_RESTRICT add = c.add;
   const size_t p = static_cast<size_t>(period);
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
-  // (Captured by value but the phase: see AffineSliceT.)
+  // (Captured by value but the phase, and w, from which the float64 lanes read the
+  // addresses of the float64 patterns: see PatternAt. Otherwise as in AffineSliceT.)
   WriteRun(d, y, static_cast<size_t>(len), streaming,
-           [d, x, sub, mul, add, p, relu, &ph](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
-             const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), CoefVec(d, sub + ph));
-             const VF v = AffineLanes(d, xc, mul + ph, add + ph, wide);
-             ph = NextPhase(ph, valid, p);
-             return relu ? Relu(d, v) : v;
-           });
+           [d, x, sub, mul, add, p, relu, &ph, &w](size_t i, size_t valid, bool& wide)
+               BNORM_LAMBDA {
+                 const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), CoefVec(d, sub + ph));
+                 const VF v = AffineLanes(d, xc, PatternAt{mul + ph, &w.mul_w, ph},
+                                          PatternAt{add + ph, &w.add_w, ph}, wide);
+                 ph = NextPhase(ph, valid, p);
+                 return relu ? Relu(d, v) : v;
+               });
   if (stream) hwy::FlushStream();
 }
 
@@ -84,9 +90,9 @@ void AffineRunT(const T* x, T* y, int64_t len, const float* HWY_RESTRICT sub,
                       bool stream) {                                                       \
     AffineSliceT(x, y, spatial, c, v0, v1, sub, mul, add, relu, stream);                  \
   }                                                                                        \
-  void AffineRun##S(const T* x, T* y, int64_t len, const float* sub, const float* mul,    \
-                    const float* add, int64_t period, bool relu, bool stream) {           \
-    AffineRunT(x, y, len, sub, mul, add, period, relu, stream);                           \
+  void AffineRun##S(const T* x, T* y, int64_t len, const detail::AffinePattern& c,       \
+                    int64_t period, bool relu, bool stream) {                              \
+    AffineRunT(x, y, len, c, period, relu, stream);                                        \
   }
 BNORM_FOR_TYPES(BNORM_AFFINE_KERNELS)
 #undef BNORM_AFFINE_KERNELS
@@ -121,9 +127,9 @@ namespace detail {
     BNORM_DISPATCH(AffineSlice##S)(x, y, spatial, c, v0, v1, sub, mul, add, relu, stream); \
   }                                                                                        \
   template <>                                                                              \
-  void AffineRun<T>(const T* x, T* y, int64_t len, const float* sub, const float* mul,    \
-                    const float* add, int64_t period, bool relu, bool stream) {            \
-    BNORM_DISPATCH(AffineRun##S)(x, y, len, sub, mul, add, period, relu, stream);          \
+  void AffineRun<T>(const T* x, T* y, int64_t len, const AffinePattern& c, int64_t period, \
+                    bool relu, bool stream) {                                              \
+    BNORM_DISPATCH(AffineRun##S)(x, y, len, c, period, relu, stream);                      \
   }
 BNORM_FOR_TYPES(BNORM_AFFINE_DISPATCH)
 #undef BNORM_AFFINE_DISPATCH

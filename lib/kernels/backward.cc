@@ -62,7 +62,7 @@ HWY_INLINE VF Dx(DF d, VF g, VF xc, K k_dy, K k_xc, K k_0, bool& took_wide) {
       d, hn::Or(Denormal(d, g), Denormal(d, xc)), took_wide,
       [&](VF vg, VF vx) BNORM_LAMBDA { return hn::MulAdd(a, vg, hn::MulAdd(b, vx, c)); },
       [&]() BNORM_LAMBDA {
-        return Wide(d, dx, g, xc, CoefWide(k_dy, a), CoefWide(k_xc, b), CoefWide(k_0, c));
+        return Wide(d, dx, g, xc, CoefWide(k_dy), CoefWide(k_xc), CoefWide(k_0));
       },
       g, xc);
 }

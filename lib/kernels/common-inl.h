@@ -408,6 +408,10 @@ HWY_INLINE hn::Vec<DD> WideArg(DD dd, const float* HWY_RESTRICT p, size_t half) 
 #endif
 }
 template <class DD>
+HWY_INLINE hn::Vec<DD> WideArg(DD dd, const double* HWY_RESTRICT p, size_t half) {
+  return hn::LoadU(dd, p + half * hn::Lanes(dd));
+}
+template <class DD>
 HWY_INLINE hn::Vec<DD> WideArg(DD dd, double c, size_t) {
   return hn::Set(dd, c);
 }
@@ -489,27 +493,43 @@ HWY_INLINE VF MulAddLanes(DF d, VF a, VF b, VF c, hn::Mask<DF> tiny, bool& took_
       [&]() BNORM_LAMBDA { return Wide(d, fma, a, b, c); }, a, b, c);
 }
 
-// Coefficients of AffineLanes and Dx: a Uniform (one value for every lane) or a const
-// float* (Lanes(d) values in memory: a pattern at a phase, see detail::kPatternPad).
-// CoefVec returns their vector. A Uniform keeps
-// its float64 copy: converted in the loops, g++ 12 converts it again for every vector
-// that takes the float64 lanes (9 instructions on SSE4).
+// Coefficients of AffineLanes and Dx, three kinds:
+// - Uniform: one value for every lane. It keeps its float64 copy: converted in the
+//   loops, g++ 12 converts it again for every vector that takes the float64 lanes (9
+//   instructions on SSE4).
+// - const float*: Lanes(d) values in memory (a pattern at a phase, see
+//   detail::kPatternPad), converted from memory by the float64 lanes (measured on AVX2
+//   NHWC affine before it took PatternAt, L2-resident denormals: 2.5x the time of
+//   normal data from the vector register, 1.9x from memory; the register form's
+//   extracts and the conversions compete for one port on Sapphire Rapids).
+// - PatternAt: a pattern at phase ph with a float64 copy, the float32 values at f, the
+//   float64 ones at (*w)[ph], read by the float64 lanes without converting (AVX-512
+//   converts from memory no faster than from registers: AVX3 NHWC affine 2.1 -> 1.9x
+//   with the copy). The float64 lanes read the copy's address from memory (volatile)
+//   when they run: kept in registers through the loop, the extra addresses made g++ 12
+//   spill on AVX2 (its float32 path 1.2x slower).
+// CoefVec returns their float32 vector, CoefWide their argument of Wide.
 struct Uniform {
   explicit Uniform(float v) : f(v), w(v) {}
   float f;
   double w;
 };
+struct PatternAt {
+  const float* f;
+  const double* const* w;
+  size_t ph;
+};
 HWY_INLINE VF CoefVec(DF d, Uniform c) { return hn::Set(d, c.f); }
 HWY_INLINE VF CoefVec(DF d, const float* HWY_RESTRICT c) { return hn::LoadU(d, c); }
-// The coefficient as an argument of Wide, v its CoefVec: the float64 constant, or v.
-// (A float64 copy of the patterns, read by the float64 lanes without converting,
-// measured no faster on AVX2 and made its float32 path 1.2x slower: more live
-// addresses than registers.)
-HWY_INLINE double CoefWide(Uniform c, VF) { return c.w; }
-HWY_INLINE VF CoefWide(const float*, VF v) { return v; }
+HWY_INLINE VF CoefVec(DF d, PatternAt c) { return hn::LoadU(d, c.f); }
+HWY_INLINE double CoefWide(Uniform c) { return c.w; }
+HWY_INLINE const float* CoefWide(const float* c) { return c; }
+HWY_INLINE const double* CoefWide(PatternAt c) {
+  return *static_cast<const double* const volatile*>(c.w) + c.ph;
+}
 
 // Returns v * m + a (MulAdd); the lanes where v is denormal go through float64 (setting
-// took_wide). m, a: Uniform or const float* (see CoefVec).
+// took_wide). m, a: coefficients (Uniform, const float* or PatternAt).
 template <class M, class A>
 HWY_INLINE VF AffineLanes(DF d, VF v, M m, A a, bool& took_wide) {
   const VF vm = CoefVec(d, m), va = CoefVec(d, a);
@@ -518,7 +538,7 @@ HWY_INLINE VF AffineLanes(DF d, VF v, M m, A a, bool& took_wide) {
       [&]() BNORM_LAMBDA {
         auto fma = [](auto, auto u, auto m64, auto a64)
                        BNORM_LAMBDA { return hn::MulAdd(u, m64, a64); };
-        return Wide(d, fma, v, CoefWide(m, vm), CoefWide(a, va));
+        return Wide(d, fma, v, CoefWide(m), CoefWide(a));
       },
       v);
 }

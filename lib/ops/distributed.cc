@@ -79,8 +79,7 @@ void NormalizeOp(const bnorm_shape& s, const float* x, float* y, const float* me
   const Plan p = MakePlan(s, (flags & BNORM_SERIAL) != 0, 0, s.c);
   float* mul = Scratch<float, 2>(static_cast<size_t>(2 * p.c));
   float* add = mul + p.c;
-  // ApplyAffine's pattern exists before y is written (out of memory leaves y alone).
-  if (p.rows_mode) Scratch<float, 3>(3 * static_cast<size_t>(p.PatternSize()));
+  if (p.rows_mode) AffinePatternScratch(p);  // before y is written
   for (int64_t ch = 0; ch < p.c; ++ch) {
     mul[ch] = static_cast<float>((gamma ? gamma[ch] : 1.0) * static_cast<double>(invstd[ch]));
     add[ch] = beta ? beta[ch] : 0.0f;

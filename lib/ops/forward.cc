@@ -1,5 +1,6 @@
 // Forward drivers: training (statistics, then normalization; one read of DRAM when a
 // channel fits one work item), inference, fold and affine.
+#include <algorithm>
 #include <cmath>
 
 #include "lib/ops/ops.h"
@@ -21,16 +22,23 @@ void ApplyAffine(const Plan& p, const T* x, T* y, const float* sub, const float*
   }
   // Rows: per-channel coefficients laid out as the values of a row (or period).
   const size_t size = static_cast<size_t>(p.PatternSize());
-  float* pattern = Scratch<float, 3>(3 * size);  // (the training op sized it already)
-  FillPattern(p, sub, 0.0f, pattern);
-  FillPattern(p, mul, 0.0f, pattern + size);
-  FillPattern(p, add, 0.0f, pattern + 2 * size);
+  const AffineScratch scratch = AffinePatternScratch(p);
+  float* f = scratch.f;
+  FillPattern(p, sub, 0.0f, f);
+  FillPattern(p, mul, 0.0f, f + size);
+  FillPattern(p, add, 0.0f, f + 2 * size);
+  std::copy(f + size, f + 3 * size, scratch.w);
+  const AffinePattern pattern{f, f + size, f + 2 * size, scratch.w, scratch.w + size};
   parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
     p.ForEachRun(item, [&](int64_t offset, int64_t len, int64_t period, int64_t at) {
-      AffineRun(x + offset, y + offset, len, pattern + at, pattern + size + at,
-                pattern + 2 * size + at, period, relu, stream);
+      AffineRun(x + offset, y + offset, len, pattern.At(at), period, relu, stream);
     });
   });
+}
+
+AffineScratch AffinePatternScratch(const Plan& p) {
+  const size_t size = static_cast<size_t>(p.PatternSize());
+  return {Scratch<float, 3>(3 * size), Scratch<double, 3>(2 * size)};
 }
 
 namespace {
@@ -89,7 +97,7 @@ void ForwardTrainingOp(const bnorm_shape& s, const Channels& range, const T* x, 
   float* add = mul + p.c;
   // Every scratch buffer exists before the first output is written: running out of
   // memory must leave the outputs untouched.
-  if (p.rows_mode) Scratch<float, 3>(3 * static_cast<size_t>(p.PatternSize()));
+  if (p.rows_mode) AffinePatternScratch(p);
   for (int64_t ch = p.cb; ch < p.ce; ++ch) finish(ch, moments[ch], sub + ch, mul + ch, add + ch);
   ApplyAffine(p, x, y, sub, mul, add, relu);
 }

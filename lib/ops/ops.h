@@ -32,6 +32,16 @@ void MergeChannels(const Plan& p, const Fn& merge) {
                 [&](int64_t i) { merge(p.cb + i); });
 }
 
+// ApplyAffine's patterns in the rows mode, in this thread's scratch: sub, mul and add
+// (3 x PatternSize() floats at f), float64 copies of mul and add (2 x PatternSize() at
+// w; see AffinePattern). An operation that writes outputs before ApplyAffine calls this
+// first: running out of memory must leave the outputs untouched.
+struct AffineScratch {
+  float* f;
+  double* w;
+};
+AffineScratch AffinePatternScratch(const Plan& plan);
+
 // Writes y = (x - sub[ch]) * mul[ch] + add[ch] (+ ReLU); sub may be null (0).
 template <typename T>
 void ApplyAffine(const Plan& plan, const T* x, T* y, const float* sub, const float* mul,
