@@ -3,16 +3,18 @@
 // slow path on denormals would show it here). Every operation, on every compiled
 // target, times the same call on ordinary data and on denormal data:
 //   normal:   x ~ N(mean, std) with std in [1/8, 8], as the test suite's data
-//   denormal: x = random odd multiples of 2^-149 below 2^-127 (every value denormal);
+//   denormal: x = random odd multiples of 2^-149 below 2^-126 (every value denormal);
 //             affine with scale 1 and shift 0, so that its outputs are denormal too
 // One size that fits L2 in both layouts (compute-bound, where a slow path would show, not hidden
 // behind DRAM), on the calling thread (BNORM_SERIAL). The run ends with a table of
 // time(denormal) / time(normal) per operation and target (the thread's CPU time, so
-// that other load on the machine cancels out), flagged above 2.
+// that other load on the machine cancels out; the median over the benchmark's
+// iterations), flagged above 2.
 //   build/bench/denormal_bench [--large] [--benchmark_min_time=0.2] [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -100,10 +102,16 @@ double ThreadSeconds() {
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
-// CPU seconds per call on normal and on denormal data, by "op layout/target".
+// CPU seconds per call on normal and on denormal data, and their ratio (medians over
+// the iterations), by "op layout/target".
 struct Times {
-  double normal, denormal;
+  double normal, denormal, ratio;
 };
+
+double Median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
 std::map<std::string, Times>& Results() {
   static std::map<std::string, Times> results;
   return results;
@@ -139,16 +147,19 @@ void BM_Denormal(benchmark::State& state, std::string op, int layout, std::strin
     }
     return ThreadSeconds() - start;
   };
-  Times total{0, 0};
+  std::vector<double> normal_s, denormal_s, ratios;
   for (auto _ : state) {
-    total.normal += timed(normal);
-    total.denormal += timed(denormal);
+    normal_s.push_back(timed(normal) / g_calls);
+    denormal_s.push_back(timed(denormal) / g_calls);
+    ratios.push_back(denormal_s.back() / normal_s.back());
   }
-  const double calls = static_cast<double>(state.iterations()) * g_calls;
-  Results()[row + "/" + target] = Times{total.normal / calls, total.denormal / calls};
-  state.counters["normal_us"] = 1e6 * total.normal / calls;
-  state.counters["denormal_us"] = 1e6 * total.denormal / calls;
-  state.counters["ratio"] = total.denormal / total.normal;
+  // Medians over the iterations: an iteration that another process disturbed (its
+  // cache, the core's frequency) moves a mean, not a median.
+  const Times t{Median(normal_s), Median(denormal_s), Median(ratios)};
+  Results()[row + "/" + target] = t;
+  state.counters["normal_us"] = 1e6 * t.normal;
+  state.counters["denormal_us"] = 1e6 * t.denormal;
+  state.counters["ratio"] = t.ratio;
   bnorm_set_target(nullptr);
 }
 
@@ -198,7 +209,7 @@ int main(int argc, char** argv) {
         std::printf(" %9s", "-");
         continue;
       }
-      const double ratio = found->second.denormal / found->second.normal;
+      const double ratio = found->second.ratio;
       worst = ratio > worst ? ratio : worst;
       std::printf(" %8.2f%s", ratio, ratio > 2 ? "!" : " ");
     }
