@@ -607,10 +607,11 @@ HWY_INLINE void Visit4(D d, size_t len, Body4 body4, Body1 body1) {
 // branch, more (period < step) in a loop. (g++ 12 compiles the conditional to a branch,
 // taken for every vector that does not wrap; with CMOV, NHWC affine on L2-resident
 // data, one thread on Sapphire Rapids, took 0.7x (SSE4) and 0.9x (AVX2) the time on
-// normal data, 0.85x on denormals.)
+// normal data, 0.85x on denormals. Not on the scalar target: one value per step, the
+// CMOV's dependency chain made it 1.3x slower.)
 HWY_INLINE size_t NextPhase(size_t ph, size_t step, size_t period) {
   ph += step;
-#if HWY_ARCH_X86_64 && (defined(__GNUC__) || defined(__clang__))
+#if HWY_ARCH_X86_64 && HWY_TARGET != HWY_SCALAR && (defined(__GNUC__) || defined(__clang__))
   const size_t wrapped = ph - period;
   asm("cmp %[p], %[ph]\n\tcmovae %[w], %[ph]"
       : [ph] "+r"(ph)
