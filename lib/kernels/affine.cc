@@ -49,6 +49,20 @@ void AffineSliceT(const T* x, T* y, int64_t spatial, int64_t c, int64_t v0, int6
       const VF v = AffineLanes(d, xc, m, a, wide);
       return relu ? Relu(d, v) : v;
     };
+    // Nothing to subtract (the affine op: BN folded to scale and shift): the float64
+    // lanes convert x from memory where that pays (kWideFromMemory): AVX2 NCHW affine
+    // on L2-resident denormals 1.86 -> 1.60 ns per vector, SSE4 3.45 -> 3.17.
+    if constexpr (kWideFromMemory && std::is_same<T, float>::value) {
+      if (s == 0.0f) {
+        auto out0 = [d, in, m, a, relu](size_t i, size_t valid, bool& wide) BNORM_LAMBDA {
+          const VF xv = LoadPart(d, in + i, valid, 0.0f);
+          const VF v = valid == hn::Lanes(d) ? AffineLanes(d, xv, m, a, wide, LanesAt{in, i})
+                                             : AffineLanes(d, xv, m, a, wide);
+          return relu ? Relu(d, v) : v;
+        };
+        return WriteRun(d, y + off, len, streaming, out0);
+      }
+    }
     WriteRun(d, y + off, len, streaming, out);
   });
   if (stream) hwy::FlushStream();

@@ -433,6 +433,19 @@ template <class A>
 HWY_INLINE A Spill(DF, A a) {
   return a;
 }
+// Lanes(d) float32 values at p + i, as an argument of Wide. (Its own copy of p: sharing
+// the address p + i with the float32 path, g++ 12 computed it into a register there,
+// three more instructions per vector.)
+struct LanesAt {
+  const float* p;
+  size_t i;
+};
+HWY_INLINE const float* Spill(DF, LanesAt a) {
+  const float* p = a.p;
+  size_t i = a.i;
+  asm("" : "+r"(p), "+r"(i));
+  return p + i;
+}
 #if BNORM_WIDE_FROM_STACK
 HWY_INLINE Spilled Spill(DF d, VF v) {
   Spilled s;
@@ -530,17 +543,22 @@ HWY_INLINE const double* CoefWide(PatternAt c) {
 
 // Returns v * m + a (MulAdd); the lanes where v is denormal go through float64 (setting
 // took_wide). m, a: coefficients (Uniform, const float* or PatternAt).
-template <class M, class A>
-HWY_INLINE VF AffineLanes(DF d, VF v, M m, A a, bool& took_wide) {
+// `from`: v as an argument of Wide (v itself, or the same values in memory: LanesAt).
+template <class M, class A, class From = VF>
+HWY_INLINE VF AffineLanes(DF d, VF v, M m, A a, bool& took_wide, From from) {
   const VF vm = CoefVec(d, m), va = CoefVec(d, a);
   return Guarded(
       d, Denormal(d, v), took_wide, [&](VF u) BNORM_LAMBDA { return hn::MulAdd(u, vm, va); },
       [&]() BNORM_LAMBDA {
         auto fma = [](auto, auto u, auto m64, auto a64)
                        BNORM_LAMBDA { return hn::MulAdd(u, m64, a64); };
-        return Wide(d, fma, v, CoefWide(m), CoefWide(a));
+        return Wide(d, fma, from, CoefWide(m), CoefWide(a));
       },
       v);
+}
+template <class M, class A>
+HWY_INLINE VF AffineLanes(DF d, VF v, M m, A a, bool& took_wide) {
+  return AffineLanes(d, v, m, a, took_wide, v);
 }
 
 // Computes out[0, len) one vector at a time: fn(i, valid, took_wide) returns the vector
