@@ -81,15 +81,31 @@ void AffineRunT(const T* x, T* y, int64_t len, const detail::AffinePattern& c, i
   size_t ph = 0;  // WriteRun visits the run in order: track i % period
   // (Captured by value but the phase, and w, from which the float64 lanes read the
   // addresses of the float64 patterns: see PatternAt. Otherwise as in AffineSliceT.)
-  WriteRun(d, y, static_cast<size_t>(len), streaming,
-           [d, x, sub, mul, add, p, relu, &ph, &w](size_t i, size_t valid, bool& wide)
-               BNORM_LAMBDA {
-                 const VF xc = hn::Sub(LoadPart(d, x + i, valid, 0.0f), CoefVec(d, sub + ph));
-                 const VF v = AffineLanes(d, xc, PatternAt{mul + ph, &w.mul_w, ph},
-                                          PatternAt{add + ph, &w.add_w, ph}, wide);
-                 ph = NextPhase(ph, valid, p);
-                 return relu ? Relu(d, v) : v;
-               });
+  // Without sub (the affine op), the float64 lanes convert x from memory: NHWC affine
+  // on L2-resident denormals AVX2 0.84x, AVX-512 0.92x the time.
+  auto run = [&](auto has_sub) BNORM_LAMBDA {
+    WriteRun(d, y, static_cast<size_t>(len), streaming,
+             [d, x, sub, mul, add, p, relu, &ph, &w](size_t i, size_t valid, bool& wide)
+                 BNORM_LAMBDA {
+                   VF xc = LoadPart(d, x + i, valid, 0.0f);
+                   if constexpr (decltype(has_sub)::value) xc = hn::Sub(xc, CoefVec(d, sub + ph));
+                   const PatternAt m{mul + ph, &w.mul_w, ph}, a{add + ph, &w.add_w, ph};
+                   VF v;
+                   if constexpr (!decltype(has_sub)::value && std::is_same<T, float>::value) {
+                     v = valid == hn::Lanes(d) ? AffineLanes(d, xc, m, a, wide, LanesAt{x, i})
+                                               : AffineLanes(d, xc, m, a, wide);
+                   } else {
+                     v = AffineLanes(d, xc, m, a, wide);
+                   }
+                   ph = NextPhase(ph, valid, p);
+                   return relu ? Relu(d, v) : v;
+                 });
+  };
+  if (sub) {
+    run(std::true_type());
+  } else {
+    run(std::false_type());
+  }
   if (stream) hwy::FlushStream();
 }
 

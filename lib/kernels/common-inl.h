@@ -443,7 +443,9 @@ struct LanesAt {
 HWY_INLINE const float* Spill(DF, LanesAt a) {
   const float* p = a.p;
   size_t i = a.i;
+#if defined(__GNUC__) || defined(__clang__)
   asm("" : "+r"(p), "+r"(i));
+#endif
   return p + i;
 }
 #if BNORM_WIDE_FROM_STACK

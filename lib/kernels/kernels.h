@@ -175,15 +175,16 @@ void BackwardSumsRegion(Region<const T> x, Region<const T> dy, Region<const T> y
 // load at any phase stays inside.
 constexpr int64_t kPatternPad = 64;
 
-// AffineRun's coefficient patterns (see kPatternPad), and float64 copies of mul and add
-// for the lanes that go through float64 (denormal x - sub): converted in the loop
-// instead, they cost AVX-512 NHWC affine on L2-resident denormals ~1.5x the time.
+// AffineRun's coefficient patterns (see kPatternPad; sub null: nothing to subtract),
+// and float64 copies of mul and add for the lanes that go through float64 (denormal
+// x - sub), which read them without converting (converted in the loop instead, AVX-512
+// NHWC affine on L2-resident denormals took 1.1x the time).
 struct AffinePattern {
   const float *sub, *mul, *add;
   const double *mul_w, *add_w;
   // The patterns from value `at` on.
   AffinePattern At(int64_t at) const {
-    return {sub + at, mul + at, add + at, mul_w + at, add_w + at};
+    return {sub ? sub + at : nullptr, mul + at, add + at, mul_w + at, add_w + at};
   }
 };
 

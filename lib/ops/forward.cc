@@ -24,11 +24,12 @@ void ApplyAffine(const Plan& p, const T* x, T* y, const float* sub, const float*
   const size_t size = static_cast<size_t>(p.PatternSize());
   const AffineScratch scratch = AffinePatternScratch(p);
   float* f = scratch.f;
-  FillPattern(p, sub, 0.0f, f);
+  if (sub) FillPattern(p, sub, 0.0f, f);
   FillPattern(p, mul, 0.0f, f + size);
   FillPattern(p, add, 0.0f, f + 2 * size);
   std::copy(f + size, f + 3 * size, scratch.w);
-  const AffinePattern pattern{f, f + size, f + 2 * size, scratch.w, scratch.w + size};
+  const AffinePattern pattern{sub ? f : nullptr, f + size, f + 2 * size, scratch.w,
+                              scratch.w + size};
   parallel::For(p.items(), p.grain, p.serial, [&](int64_t item) {
     p.ForEachRun(item, [&](int64_t offset, int64_t len, int64_t period, int64_t at) {
       AffineRun(x + offset, y + offset, len, pattern.At(at), period, relu, stream);
