@@ -87,13 +87,20 @@ void AffineRunT(const T* x, T* y, int64_t len, const detail::AffinePattern& c, i
     WriteRun(d, y, static_cast<size_t>(len), streaming,
              [d, x, sub, mul, add, p, relu, &ph, &w](size_t i, size_t valid, bool& wide)
                  BNORM_LAMBDA {
+                   constexpr bool kSub = decltype(has_sub)::value;
                    VF xc = LoadPart(d, x + i, valid, 0.0f);
-                   if constexpr (decltype(has_sub)::value) xc = hn::Sub(xc, CoefVec(d, sub + ph));
+                   if constexpr (kSub) xc = hn::Sub(xc, CoefVec(d, sub + ph));
+                   (void)sub;
                    const PatternAt m{mul + ph, &w.mul_w, ph}, a{add + ph, &w.add_w, ph};
-                   VF v;
-                   if constexpr (!decltype(has_sub)::value && std::is_same<T, float>::value) {
-                     v = valid == hn::Lanes(d) ? AffineLanes(d, xc, m, a, wide, LanesAt{x, i})
-                                               : AffineLanes(d, xc, m, a, wide);
+                   VF v = xc;
+                   // (Nested: clang checks the float-only branch for every T otherwise.)
+                   if constexpr (std::is_same<T, float>::value) {
+                     if constexpr (!kSub) {
+                       v = valid == hn::Lanes(d) ? AffineLanes(d, xc, m, a, wide, LanesAt{x, i})
+                                                 : AffineLanes(d, xc, m, a, wide);
+                     } else {
+                       v = AffineLanes(d, xc, m, a, wide);
+                     }
                    } else {
                      v = AffineLanes(d, xc, m, a, wide);
                    }
